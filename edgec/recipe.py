@@ -1,0 +1,267 @@
+"""The recipe: a typed, versioned description of one `edgec build`.
+
+A recipe is YAML (read with ``yaml.safe_load`` only: no tags, no code) validated against the
+pydantic models below. Every section has defaults, so a recipe states only what differs. Unknown or
+mistyped fields are errors, reported with the field's path, what was expected and the closest
+valid name::
+
+    recipe.yaml: distill.temprature: unknown field (did you mean 'temperature'?)
+
+Built-in recipes ship in ``edgec/recipes/*.yaml`` and are chosen by name (``edgec build digits``).
+
+Example:
+    >>> recipe = load_recipe("digits")                    # built-in, by name
+    >>> recipe = load_recipe("my.yaml", data_path="data/mnist")
+    >>> recipe.student.model
+    'fitnet'
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgec.errors import RecipeError
+
+SCHEMA_VERSION = 1
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TrainSpec(Section):
+    """Optimiser settings of one training stage (see :class:`edgec.train.TrainConfig`)."""
+
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["cosine", "step", "none"] = "cosine"
+    grad_clip: float | None = Field(None, gt=0)
+    max_batches_per_epoch: int | None = Field(None, ge=1)
+
+
+class DataSpec(Section):
+    name: Literal["digits", "mnist", "cifar10", "synthetic"] = "digits"
+    path: str | None = None
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    limit: int | None = Field(None, ge=10)
+    synthetic: dict[str, Any] | None = None
+
+
+class ModelSection(Section):
+    model: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeacherSpec(ModelSection):
+    model: str = "teacher_cnn"
+    weights: str | None = None  # .safetensors / .pt state dict; skips training when given
+    train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=15))
+
+
+class StudentSpec(ModelSection):
+    model: str = "fitnet"
+
+
+class DistillSpec(Section):
+    enabled: bool = True
+    method: str = "kd"
+    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 4.0, "alpha": 0.9})
+    train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=20))
+
+
+class PruneSpec(Section):
+    """Pruning (Taylor criterion and friends) arrives with the next issue; only ``enabled: false``
+    is accepted for now, so a recipe that asks for pruning fails loudly instead of silently not
+    pruning."""
+
+    enabled: bool = False
+
+    @field_validator("enabled")
+    @classmethod
+    def _not_yet(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("pruning is not available in this edgec version yet; set prune.enabled: false")
+        return v
+
+
+class CalibrationSpec(Section):
+    method: Literal["minmax", "percentile", "entropy"] = "percentile"
+    samples: int = Field(256, ge=1)
+    percentile: float = Field(99.999, gt=90, le=100)
+    batch_size: int = Field(32, ge=1)
+
+
+class QuantizeSpec(Section):
+    enabled: bool = True
+    method: Literal["ptq"] = "ptq"
+    per_channel: bool = True
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+
+
+class ExportSpec(Section):
+    opset: int = Field(18, ge=13)
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    dynamic_batch: bool = True
+    parity_atol: float = Field(1e-4, gt=0)
+    parity_rtol: float = Field(1e-3, ge=0)
+
+
+class EngineSpec(Section):
+    # auto = the best backend present: TensorRT where installed (later issue), else ONNX Runtime.
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    intra_op_threads: int | None = Field(None, ge=1)
+
+
+class VerifySpec(Section):
+    max_int8_accuracy_drop: float = Field(0.01, ge=0, le=1)
+    min_int8_top1_agreement: float = Field(0.97, ge=0, le=1)
+
+
+class BenchSpec(Section):
+    enabled: bool = True
+    batch_size: int = Field(64, ge=1)  # throughput batch; latency is always measured at batch 1
+    warmup_runs: int = Field(20, ge=0)
+    warmup_s: float = Field(0.2, ge=0)
+    min_runs: int = Field(200, ge=1)
+    min_duration_s: float = Field(1.0, ge=0)
+    threads: int | None = Field(None, ge=1)
+
+
+class Recipe(Section):
+    edgec: int = Field(..., description="recipe schema version")
+    name: str = "recipe"
+    description: str = ""
+    seed: int = 0
+    data: DataSpec = Field(default_factory=DataSpec)
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    distill: DistillSpec = Field(default_factory=DistillSpec)
+    prune: PruneSpec = Field(default_factory=PruneSpec)
+    quantize: QuantizeSpec = Field(default_factory=QuantizeSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    verify: VerifySpec = Field(default_factory=VerifySpec)
+    bench: BenchSpec = Field(default_factory=BenchSpec)
+
+    @field_validator("edgec")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"this edgec reads recipe schema version {SCHEMA_VERSION}, the recipe says {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _splits(self) -> Recipe:
+        if self.data.val_fraction + self.data.test_fraction >= 0.9:
+            raise ValueError("data.val_fraction + data.test_fraction leave less than 10% for training")
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section as plain JSON data (what a stage's cache key hashes)."""
+        return getattr(self, name).model_dump(mode="json")
+
+
+def builtin_recipes() -> dict[str, str]:
+    """Names of the recipes shipped with edgec -> their one-line description."""
+    out = {}
+    for entry in sorted(resources.files("edgec.recipes").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".yaml"):
+            data = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
+            description = str(data.get("description") or "").strip()
+            out[entry.name[:-5]] = description.splitlines()[0] if description else ""
+    return out
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Valid field names of the section at ``loc`` (used for 'did you mean')."""
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            valid = _fields_at(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid fields: {', '.join(valid)}"
+            lines.append(f"{source}: {path}: unknown field ({hint})")
+        elif err["type"] == "missing":
+            lines.append(f"{source}: {path}: required field is missing")
+        else:
+            got = err.get("input")
+            got_s = f" (got {got!r})" if not isinstance(got, dict) else ""
+            lines.append(f"{source}: {path}: {err['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def parse_recipe(data: Any, *, source: str = "recipe") -> Recipe:
+    """Validate already-parsed YAML/JSON data. Raises :class:`RecipeError` listing every problem."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping of sections, got {type(data).__name__}",
+                          hint="start from `edgec recipes --show digits`")
+    if "edgec" not in data:
+        raise RecipeError(f"{source}: missing the schema version line `edgec: {SCHEMA_VERSION}`",
+                          hint=f"add `edgec: {SCHEMA_VERSION}` at the top of the recipe")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(_format_errors(exc, source),
+                          hint="fix the fields above; `edgec recipes --show digits` prints a complete recipe") from None
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"{source}: YAML syntax error{where}: {problem}",
+                          hint="fix the YAML (indentation, a missing ':' or an unclosed quote are common)") from None
+
+
+def recipe_text(name_or_path: str | Path) -> tuple[str, str]:
+    """Return ``(yaml_text, source)`` for a built-in recipe name or a file path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists() or "/" in str(name_or_path):
+        if not p.is_file():
+            raise RecipeError(f"recipe file not found: {p}", hint="check the path, or run `edgec recipes` for built-in names")
+        return p.read_text(encoding="utf-8"), str(p)
+    builtin = builtin_recipes()
+    if str(name_or_path) not in builtin:
+        close = difflib.get_close_matches(str(name_or_path), list(builtin), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise RecipeError(f"unknown recipe '{name_or_path}'",
+                          hint=f"{hint}built-in recipes: {', '.join(builtin)}; or pass a path to a .yaml file")
+    text = resources.files("edgec.recipes").joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")
+    return text, f"builtin:{name_or_path}"
+
+
+def load_recipe(name_or_path: str | Path = "digits", *, data_path: str | Path | None = None) -> Recipe:
+    """Load and validate a built-in recipe (by name) or a YAML file; ``data_path`` overrides ``data.path``."""
+    text, source = recipe_text(name_or_path)
+    recipe = parse_recipe(_read_yaml(text, source), source=source)
+    if data_path is not None:
+        recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"path": str(data_path)})})
+    return recipe

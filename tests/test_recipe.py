@@ -1,0 +1,97 @@
+"""Recipe schema: valid recipes load, every kind of mistake gets a precise message."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgec.errors import RecipeError
+from edgec.recipe import Recipe, builtin_recipes, load_recipe, parse_recipe
+
+
+def test_builtin_recipes_load_and_validate():
+    names = builtin_recipes()
+    assert "digits" in names and "mnist" in names
+    for name in names:
+        recipe = load_recipe(name)
+        assert isinstance(recipe, Recipe) and recipe.edgec == 1
+    d = load_recipe("digits")
+    assert d.data.name == "digits" and d.student.model == "fitnet" and d.distill.method == "kd"
+
+
+def test_defaults_fill_every_section():
+    r = parse_recipe({"edgec": 1})
+    assert r.quantize.calibration.method == "percentile"
+    assert r.export.dynamic_batch is True
+    assert r.engine.backend == "auto"
+
+
+def test_data_override():
+    r = load_recipe("mnist", data_path="/some/where")
+    assert r.data.path == "/some/where"
+
+
+def test_unknown_recipe_name_suggests_closest():
+    with pytest.raises(RecipeError) as e:
+        load_recipe("digts")
+    assert "unknown recipe 'digts'" in str(e.value)
+    assert "did you mean 'digits'" in str(e.value)
+
+
+def test_unknown_field_gives_path_and_closest_name():
+    with pytest.raises(RecipeError) as e:
+        parse_recipe({"edgec": 1, "distill": {"params": {}, "temprature": 3}}, source="r.yaml")
+    assert "r.yaml: distill.temprature: unknown field" in str(e.value)
+    with pytest.raises(RecipeError) as e:
+        parse_recipe({"edgec": 1, "quantize": {"calibraton": {}}})
+    assert "quantize.calibraton: unknown field (did you mean 'calibration'?)" in str(e.value)
+
+
+def test_wrong_type_names_field_and_expectation():
+    with pytest.raises(RecipeError) as e:
+        parse_recipe({"edgec": 1, "teacher": {"train": {"epochs": "many"}}})
+    msg = str(e.value)
+    assert "teacher.train.epochs" in msg and "integer" in msg and "'many'" in msg
+
+
+def test_bad_enum_value_lists_choices():
+    with pytest.raises(RecipeError) as e:
+        parse_recipe({"edgec": 1, "quantize": {"calibration": {"method": "kl"}}})
+    msg = str(e.value)
+    assert "quantize.calibration.method" in msg and "'entropy'" in msg
+
+
+def test_schema_version_required_and_checked():
+    with pytest.raises(RecipeError, match="edgec: 1"):
+        parse_recipe({"data": {}})
+    with pytest.raises(RecipeError, match="schema version 1"):
+        parse_recipe({"edgec": 2})
+
+
+def test_yaml_syntax_error_gives_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("edgec: 1\ndata:\n  name: digits\n teacher: [oops\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    assert "YAML syntax error at line 4" in str(e.value)
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("edgec: 1\nname: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(RecipeError, match="YAML"):
+        load_recipe(p)
+
+
+def test_missing_recipe_file():
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe("no/such/recipe.yaml")
+
+
+def test_pruning_not_silently_ignored():
+    with pytest.raises(RecipeError, match="prune.enabled"):
+        parse_recipe({"edgec": 1, "prune": {"enabled": True}})
+
+
+def test_split_fractions_checked():
+    with pytest.raises(RecipeError, match="less than 10%"):
+        parse_recipe({"edgec": 1, "data": {"val_fraction": 0.5, "test_fraction": 0.45}})
