@@ -1,0 +1,5 @@
+"""``python -m edgec`` == ``edgec`` (torchrun launches modules this way)."""
+
+from edgec.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""The ``deploy/`` folder: what a user ships, servable without edgec.
+
+    deploy/model.onnx        FP32 student, dynamic batch
+    deploy/model.int8.onnx   INT8 QDQ student (ONNX Runtime on CPU; TensorRT builds from the same file)
+    deploy/deploy.json       input name/shape/dtype, preprocessing, labels, files' sha256
+
+To serve it: ``x = (pixels * scale - mean[c]) / std[c]`` in NCHW float32, then
+``onnxruntime.InferenceSession("model.int8.onnx").run(None, {input_name: x})[0].argmax(1)``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edgec import __version__
+from edgec.artifacts import Artifact, sha256_file
+from edgec.atomic import atomic_path, atomic_write_json
+
+
+def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name: str) -> dict[str, Any]:
+    """Copy the deployable models into ``out/deploy`` (atomically) and write ``deploy.json``."""
+    folder = out / "deploy"
+    files = {"model.onnx": arts["export"].file("model.onnx")}
+    if "quantize" in arts:
+        files["model.int8.onnx"] = arts["quantize"].file("model.int8.onnx")
+    for name, src in files.items():
+        with atomic_path(folder / name) as tmp:
+            shutil.copyfile(src, tmp)
+    stale = folder / "model.int8.onnx"
+    if "quantize" not in arts and stale.exists():  # from an earlier build with quantization on
+        stale.unlink()
+    io = arts["export"].metrics["io"]
+    info = {
+        "edgec_version": __version__,
+        "recipe": recipe_name,
+        "input": io["inputs"][0],
+        "output": io["outputs"][0],
+        "preprocessing": dataset.normalization(),
+        "labels": list(dataset.labels),
+        "num_classes": dataset.num_classes,
+        "files": {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+                  for name in files},
+        "recommended": "model.int8.onnx" if "quantize" in arts else "model.onnx",
+    }
+    atomic_write_json(folder / "deploy.json", info)
+    return info

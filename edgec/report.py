@@ -1,0 +1,137 @@
+"""The build report: ``report.json`` (for scripts and CI), ``report.md`` (for people), ``report.png``.
+
+``report.json`` has (at least) this shape, which is a public contract::
+
+    {"edgec_version": "0.1.0", "recipe": {...},
+     "models": {"teacher" | "student" | "student_fp32_onnx" | "student_int8":
+                 {"params", "flops", "accuracy", "latency_ms": {"p50", "p90", "p99"}, "runtime", "file", ...}},
+     "artifacts": {"teacher": "runs/digits/teacher-<key>", ...}, ...}
+
+Accuracy is a fraction of the test split; latency is at batch 1 in milliseconds (host wall clock).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+from edgec import __version__
+from edgec.artifacts import Artifact
+from edgec.atomic import atomic_path, atomic_write_json, atomic_write_text
+from edgec.deploy import write_deploy
+
+if TYPE_CHECKING:
+    from edgec.pipeline import BuildContext
+
+# report name -> the stage whose artifact holds the model's params/flops
+_SIZE_FROM = {"teacher": "teacher", "student": "distill", "student_fp32_onnx": "distill", "student_int8": "distill"}
+
+
+def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
+    """Assemble ``report.json``'s content from the artifacts' manifests."""
+    from edgec.stages.check import MODELS
+
+    verify = arts["verify"].metrics
+    bench = arts["bench"].metrics["models"] if "bench" in arts else {}
+    models: dict[str, Any] = {}
+    for name, vres in verify["models"].items():
+        stage, filename, _ = MODELS[name]
+        size = arts[_SIZE_FROM[name]].metrics
+        path = arts[stage].file(filename)
+        models[name] = {
+            "params": size["params"], "flops": size["flops"], "accuracy": vres["accuracy"],
+            "latency_ms": bench.get(name, {}).get("latency_ms"),
+            "throughput_per_s": bench.get(name, {}).get("throughput_per_s"),
+            "runtime": vres["runtime"], "file": str(path), "bytes": path.stat().st_size,
+        }
+    summary: dict[str, Any] = {
+        "param_reduction": models["teacher"]["params"] / models["student"]["params"],
+        "flop_reduction": models["teacher"]["flops"] / max(models["student"]["flops"], 1),
+    }
+    if "student_int8" in models:
+        summary["int8_accuracy_drop"] = verify["int8_accuracy_drop"]
+        summary["int8_top1_agreement"] = verify["int8_top1_agreement"]
+        if bench:
+            summary["int8_onnx_speedup_vs_teacher_torch"] = (
+                bench["teacher"]["latency_ms"]["p50"] / bench["student_int8"]["latency_ms"]["p50"])
+    return {
+        "edgec_version": __version__,
+        "recipe": ctx.recipe.model_dump(mode="json"),
+        "dataset": ctx.dataset.describe(),
+        "models": models,
+        "summary": summary,
+        "parity": arts["export"].metrics.get("parity"),
+        "engine": {k: arts["engine"].metrics[k] for k in ("backend", "model", "runner")},
+        "artifacts": {stage: str(a.path) for stage, a in arts.items()},
+        "stages": {"reused": ctx.reused, "ran": ctx.ran},
+    }
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """``report.md``: a models table, the headline ratios and the plot."""
+    r, s = report["recipe"], report["summary"]
+    lines = [f"# edgec build report: {r['name']}", "",
+             f"edgec {report['edgec_version']} · data: {report['dataset']['name']} "
+             f"({report['dataset'].get('sizes', '')}) · engine: {report['engine']['backend']}", "",
+             "| model | runtime | params | MACs | size | accuracy | p50 ms | p90 ms | p99 ms | throughput/s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, m in report["models"].items():
+        lat = m["latency_ms"] or {}
+        lines.append(f"| {name} | {m['runtime']} | {m['params']:,} | {m['flops']:,} | {m['bytes'] / 1024:.1f} KiB | "
+                     f"{m['accuracy']:.4f} | {_fmt(lat.get('p50'), '.3f')} | {_fmt(lat.get('p90'), '.3f')} | "
+                     f"{_fmt(lat.get('p99'), '.3f')} | {_fmt(m['throughput_per_s'], ',.0f')} |")
+    lines += ["", f"- student has **{s['param_reduction']:.1f}x fewer parameters** and "
+                  f"{s['flop_reduction']:.1f}x fewer MACs than the teacher"]
+    if "int8_accuracy_drop" in s:
+        lines.append(f"- INT8 vs FP32 student: accuracy drop {s['int8_accuracy_drop'] * 100:+.2f} points, "
+                     f"top-1 agreement {s['int8_top1_agreement']:.4f}")
+    if "int8_onnx_speedup_vs_teacher_torch" in s:
+        lines.append(f"- INT8 student (ONNX Runtime) is **{s['int8_onnx_speedup_vs_teacher_torch']:.1f}x faster** "
+                     "than the FP32 teacher (torch) at batch 1 (p50, host wall clock)")
+    lines += ["", "Latency: batch 1, host end-to-end wall clock; throughput at the recipe's bench batch size.", "",
+              "![accuracy vs latency vs size](report.png)", "", "Deployable files: `deploy/` (see deploy.json).", ""]
+    return "\n".join(lines)
+
+
+def render_plot(report: dict[str, Any]) -> bytes:
+    """PNG: accuracy against batch-1 p50 latency, marker area proportional to file size."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never needs a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for name, m in report["models"].items():
+        if not m["latency_ms"]:
+            continue
+        x, y = m["latency_ms"]["p50"], m["accuracy"] * 100
+        ax.scatter([x], [y], s=max(30.0, m["bytes"] / 1024 * 3), alpha=0.6)
+        ax.annotate(f"{name}\n{m['params']:,} params, {m['bytes'] / 1024:.0f} KiB", (x, y),
+                    textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency p50 at batch 1 (ms, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{report['recipe']['name']}: accuracy vs latency (area ~ file size)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
+    """Write ``deploy/``, ``report.json``, ``report.md`` and ``report.png`` into the run folder."""
+    out = ctx.store.root
+    report = collect(ctx, arts)
+    report["deploy"] = write_deploy(out, arts, ctx.dataset, ctx.recipe.name)
+    if any(m["latency_ms"] for m in report["models"].values()):
+        with atomic_path(out / "report.png") as tmp:
+            tmp.write_bytes(render_plot(report))
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", render_markdown(report))
+    return report

@@ -1,0 +1,54 @@
+"""The stages of `edgec build`, each a function ``(ctx, work) -> None`` from parent artifacts to a new one.
+
+``run_all`` wires them in order and decides each stage's cache config: what, if changed, must
+re-run the stage. Parents are reached by name with :func:`parent`.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import TYPE_CHECKING
+
+from edgec.artifacts import Artifact, StageWork
+
+if TYPE_CHECKING:
+    from edgec.pipeline import BuildContext
+
+
+def parent(work: StageWork, stage: str) -> Artifact:
+    """The parent artifact of ``work`` produced by ``stage``."""
+    for art in work.parents:
+        if art.stage == stage:
+            return art
+    raise KeyError(f"stage {work.stage} has no parent '{stage}'")  # a wiring bug, not a user error
+
+
+def run_all(ctx: BuildContext) -> dict[str, Artifact]:
+    """Run every stage of ``ctx.recipe`` in order; return the artifacts by stage name."""
+    from edgec.stages import check, convert, train
+
+    r = ctx.recipe
+    ds = ctx.dataset
+    arts: dict[str, Artifact] = {}
+    arts["teacher"] = ctx.stage("teacher", {
+        "data": r.section("data"), "data_fingerprint": ds.fingerprint, "seed": r.seed,
+        "teacher": r.section("teacher"), "weights_sha256": train.weights_digest(r.teacher.weights),
+    }, [], train.teacher)
+    arts["distill"] = ctx.stage("distill", {
+        "student": r.section("student"), "distill": r.section("distill"), "seed": r.seed,
+    }, [arts["teacher"]], train.distill)
+    arts["export"] = ctx.stage("export", {"export": r.section("export")}, [arts["distill"]], convert.export)
+    if r.quantize.enabled:
+        arts["quantize"] = ctx.stage("quantize", {"quantize": r.section("quantize"), "seed": r.seed},
+                                     [arts["export"]], convert.quantize)
+    deployed = arts.get("quantize", arts["export"])
+    arts["engine"] = ctx.stage("engine", {"engine": r.section("engine"), "backend": convert.resolve_backend(r.engine.backend)},
+                               [deployed], convert.engine)
+    models = [arts[s] for s in ("teacher", "distill", "export", "quantize") if s in arts]
+    arts["verify"] = ctx.stage("verify", {"verify": r.section("verify")}, [*models, arts["engine"]], check.verify)
+    if r.bench.enabled:
+        # Latency belongs to a machine: benchmark again on another one.
+        machine = {"node": platform.node(), "cpu": platform.processor() or platform.machine()}
+        arts["bench"] = ctx.stage("bench", {"bench": r.section("bench"), "machine": machine},
+                                  [*models, arts["engine"]], check.bench)
+    return arts

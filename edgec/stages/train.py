@@ -1,0 +1,102 @@
+"""Training stages: ``teacher`` (train it, or load given weights) and ``distill`` (the student)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgec.artifacts import StageWork, sha256_file
+from edgec.errors import ModelError, RecipeError
+from edgec.recipe import TrainSpec
+
+if TYPE_CHECKING:
+    from edgec.pipeline import BuildContext
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def weights_digest(path: str | None) -> str | None:
+    """sha256 of user-given teacher weights, so replacing the file re-runs the teacher stage."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"teacher.weights: file not found: {p}",
+                          hint="give the path of a .safetensors or .pt state dict, or remove teacher.weights to train one")
+    return sha256_file(p)
+
+
+def train_config(spec: TrainSpec, seed: int):
+    from edgec.train import TrainConfig
+
+    return TrainConfig(**spec.model_dump(), seed=seed)
+
+
+def _spec(ctx: BuildContext, section):
+    from edgec.models import ModelSpec
+
+    ds = ctx.dataset
+    return ModelSpec(name=section.model, params=dict(section.params), in_channels=ds.input_shape[0],
+                     num_classes=ds.num_classes, input_size=tuple(ds.input_shape[1:]))
+
+
+def _save(ctx: BuildContext, work: StageWork, model, spec, filename: str, result=None) -> None:
+    from edgec.models import count_flops, count_params, save_model
+    from edgec.train import evaluate
+
+    ds = ctx.dataset
+    meta = {"normalization": json.dumps(ds.normalization()), "labels": json.dumps(ds.labels)}
+    save_model(model, spec, work.path / filename, metadata=meta)
+    _, val_acc = evaluate(model, ds.val.x, ds.val.y)
+    work.metrics.update(params=count_params(model), flops=count_flops(model, ds.input_shape),
+                        val_accuracy=val_acc, model=spec.to_dict())
+    if result is not None:
+        work.metrics["training"] = result.to_dict()
+
+
+def teacher(ctx: BuildContext, work: StageWork) -> None:
+    """Train the teacher on the recipe's data, or load ``teacher.weights`` (safetensors / .pt, weights only)."""
+    from edgec.models import load_state_dict_file
+    from edgec.train import fit
+
+    r, ds = ctx.recipe, ctx.dataset
+    spec = _spec(ctx, r.teacher)
+    model = spec.build()
+    result = None
+    if r.teacher.weights:
+        state = load_state_dict_file(r.teacher.weights)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelError(f"teacher.weights {r.teacher.weights} do not fit model '{spec.name}' "
+                             f"with params {spec.params}: {str(exc).splitlines()[0]}",
+                             hint="set teacher.model/params to the architecture the weights were trained with") from None
+    else:
+        work.scratch.add(CHECKPOINT)
+        result = fit(model, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), train_config(r.teacher.train, r.seed),
+                     workdir=work.path, description="teacher", progress=ctx.progress)
+        model = result.model
+    _save(ctx, work, model.eval(), spec, "teacher.safetensors", result)
+
+
+def distill(ctx: BuildContext, work: StageWork) -> None:
+    """Train the student: distilled from the teacher (``distill.enabled``) or from labels alone."""
+    from edgec.compress.distill import distill as run_distill
+    from edgec.models import load_model
+    from edgec.stages import parent
+    from edgec.train import fit
+
+    r, ds = ctx.recipe, ctx.dataset
+    spec = _spec(ctx, r.student)
+    student = spec.build()
+    cfg = train_config(r.distill.train, r.seed)
+    work.scratch.add(CHECKPOINT)
+    train, val = (ds.train.x, ds.train.y), (ds.val.x, ds.val.y)
+    if r.distill.enabled:
+        teacher_model, _ = load_model(parent(work, "teacher").file("teacher.safetensors"))
+        result = run_distill(student, teacher_model, train, val, cfg, method=r.distill.method,
+                             method_params=dict(r.distill.params), workdir=work.path, progress=ctx.progress)
+    else:
+        result = fit(student, train, val, cfg, workdir=work.path, description="student", progress=ctx.progress)
+    _save(ctx, work, result.model.eval(), spec, "student.safetensors", result)
