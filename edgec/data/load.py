@@ -1,0 +1,92 @@
+"""``load_dataset``: the one entry point the pipeline uses, a registry of readers by name.
+
+Example:
+    >>> ds = load_dataset("digits", seed=1, limit=500)
+    >>> len(ds.train) + len(ds.val), ds.test_is_official
+    (500, False)
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgec.errors import DataError
+
+from .cifar10 import read_cifar10
+from .dataset import Dataset, RawData
+from .digits import read_digits
+from .mnist import read_mnist
+from .splits import build_dataset
+from .synthetic import check_params, make_synthetic
+
+# name -> reader(path) -> RawData. synthetic takes its parameters instead of a path.
+_READERS: dict[str, Callable[[str | Path | None], RawData]] = {
+    "digits": read_digits,
+    "mnist": read_mnist,
+    "cifar10": read_cifar10,
+}
+DATASETS: tuple[str, ...] = ("digits", "mnist", "cifar10", "synthetic")
+
+
+def _canonical(name: str) -> str:
+    """'CIFAR-10', 'cifar_10' -> 'cifar10'; unknown names raise with the closest valid one."""
+    key = str(name).strip().lower().replace("-", "").replace("_", "")
+    if key in DATASETS:
+        return key
+    close = difflib.get_close_matches(key, DATASETS, n=1, cutoff=0.5)
+    suggestion = f"did you mean '{close[0]}'? " if close else ""
+    raise DataError(f"unknown dataset '{name}'; valid names: {', '.join(DATASETS)}",
+                    hint=f"{suggestion}set data.name to one of: {', '.join(DATASETS)}")
+
+
+def _check_fraction(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise DataError(f"{what} must be a number in [0, 1), got {value!r}",
+                        hint=f"set {what} to e.g. 0.1 (the share of examples held out)")
+    return float(value)
+
+
+def load_dataset(name: str, path: str | Path | None = None, *, val_fraction: float = 0.1,
+                 test_fraction: float = 0.2, seed: int = 0, limit: int | None = None,
+                 synthetic: dict | None = None) -> Dataset:
+    """Load a dataset by name and split it reproducibly (seeded, stratified by class).
+
+    - ``name``: one of :data:`DATASETS` ("digits", "mnist", "cifar10", "synthetic").
+    - ``path``: the data folder for mnist and cifar10; ignored by digits and synthetic.
+    - ``test_fraction``: share of all labelled examples held out as test, used only when the
+      dataset has no official test set (MNIST without t10k files, CIFAR-10 without test_batch.bin,
+      digits, synthetic).
+    - ``val_fraction``: share of the remaining training examples (after ``limit``) held out as val.
+    - ``limit``: keep at most this many training examples (train + val), a stratified seeded
+      subsample; the test split is not affected, so results stay comparable.
+    - ``synthetic``: parameters of the synthetic dataset (see :mod:`edgec.data.synthetic`).
+
+    Raises :class:`DataError` for an unknown name, bad parameters, missing or malformed files.
+
+    Example:
+        >>> ds = load_dataset("synthetic", synthetic={"n": 200, "shape": [3, 8, 8]}, seed=0)
+        >>> ds.train.x.shape[1:], ds.num_classes, len(ds.test)
+        ((3, 8, 8), 10, 40)
+    """
+    canonical = _canonical(name)
+    val_fraction = _check_fraction(val_fraction, "val_fraction")
+    test_fraction = _check_fraction(test_fraction, "test_fraction")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DataError(f"seed must be an integer >= 0, got {seed!r}", hint="set seed to e.g. 0")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"limit must be a positive integer or None, got {limit!r}",
+                        hint="set limit to the number of training examples to keep, or remove it")
+    extra: dict[str, Any] = {}
+    if canonical == "synthetic":
+        extra["synthetic"] = check_params(synthetic)
+        raw = make_synthetic(extra["synthetic"])
+    else:
+        if synthetic is not None:
+            raise DataError(f"synthetic parameters were given for dataset '{canonical}'",
+                            hint="remove data.synthetic, or set data.name to 'synthetic'")
+        raw = _READERS[canonical](path)
+    return build_dataset(raw, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                         limit=limit, extra=extra)
