@@ -8,8 +8,9 @@ Layout of a run folder (``--out``, default ``runs/<recipe>``)::
       distill-91ab03cc2e10.work/   an unfinished stage: checkpoints kept so the next build resumes
       deploy/  report.md  report.json  report.png
 
-A stage's **key** hashes its own config, its parents' keys and the edgec version, so changing one
-stage's config re-runs that stage and everything downstream, and nothing else.
+A stage's **key** hashes its own config, its parents' *content* (the sha256 of their files) and the
+edgec version, so changing one stage's config re-runs that stage and everything downstream whose
+input changed, and nothing else; a parent rebuilt to identical bytes leaves its children valid.
 
 A stage writes into ``<stage>-<key>.work/``; when it is done, ``manifest.json`` (sha256 of every
 file, parent keys, config, versions, metrics) is written atomically and the folder is renamed to
@@ -96,6 +97,11 @@ class Artifact:
     def metrics(self) -> dict[str, Any]:
         return self.manifest.get("metrics", {})
 
+    @property
+    def digest(self) -> str:
+        """Hash of this artifact's content (its files' sha256), what its children's keys depend on."""
+        return stable_hash(self.manifest["files"])
+
 
 @dataclass
 class StageWork:
@@ -131,8 +137,8 @@ class ArtifactStore:
 
     @staticmethod
     def key(stage: str, config: dict[str, Any], parents: list[Artifact]) -> str:
-        """12-hex-digit key of a stage from its config, its parents' keys and the edgec version."""
-        return stable_hash({"stage": stage, "config": config, "parents": [p.key for p in parents],
+        """12-hex-digit key of a stage from its config, its parents' content and the edgec version."""
+        return stable_hash({"stage": stage, "config": config, "parents": [p.digest for p in parents],
                             "edgec": __version__})[:12]
 
     def _folder(self, stage: str, key: str) -> Path:

@@ -28,8 +28,10 @@ def test_keys_depend_on_config_and_parents(tmp_path):
     assert store.key("teacher", {"a": 1}, []) == a.key
     assert store.key("teacher", {"a": 2}, []) != a.key
     b = _publish(store, "distill", {"x": 1}, [a])
-    a2 = _publish(store, "teacher", {"a": 2})
+    a2 = _publish(store, "teacher", {"a": 2}, payload=b"other weights")
     assert store.key("distill", {"x": 1}, [a2]) != b.key
+    a3 = _publish(store, "teacher", {"a": 3})  # other config, identical bytes: children stay valid
+    assert store.key("distill", {"x": 1}, [a3]) == b.key
 
 
 def test_publish_writes_manifest_and_drops_scratch(tmp_path):
