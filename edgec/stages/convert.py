@@ -26,8 +26,9 @@ def export(ctx: BuildContext, work: StageWork) -> None:
     model, _ = load_model(parent(work, "distill").file("student.safetensors"))
     onnx_path = export_onnx(model, ctx.dataset.input_shape, work.path / "model.onnx", opset=spec_x.opset,
                             dynamic_batch=spec_x.dynamic_batch, exporter=spec_x.exporter)
+    # Values must match within atol/rtol; top-1 may flip only where two logits are within that noise.
     parity = check_parity(model, onnx_path, ctx.dataset.test.x[:PARITY_SAMPLES],
-                          atol=spec_x.parity_atol, rtol=spec_x.parity_rtol)
+                          atol=spec_x.parity_atol, rtol=spec_x.parity_rtol, min_top1_agreement=0.99)
     work.metrics.update(parity=parity.to_dict(), io=describe_io(onnx_path))
     say(f"  parity torch vs ONNX Runtime: max |diff| {parity.max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.3f}")
 
