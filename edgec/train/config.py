@@ -1,0 +1,142 @@
+"""The training configuration and result types, and the optimizer/scheduler they name.
+
+Kept apart from the loop so recipes and manifests can build and hash a :class:`TrainConfig`
+without reading the loop, and so every stage (teacher, distill, prune fine-tuning, QAT) builds its
+optimizer the same way.
+
+Example:
+    >>> cfg = TrainConfig(epochs=5, lr=3e-3, optimizer="sgd", scheduler="step")
+    >>> cfg.fingerprint()        # 16 hex digits; changes when any field changes
+    '...'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgec.errors import RecipeError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("cosine", "step", "none")
+
+# Bump when the meaning of a field changes, so old checkpoints are not resumed under new rules.
+_FINGERPRINT_VERSION = "edgec.train.config/1"
+
+# (model, x, y) -> scalar loss. x: (B, C, H, W) on the model's device, y: (B,) int64.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _choice_error(what: str, value: str, valid: Iterable[str]) -> RecipeError:
+    valid = list(valid)
+    close = difflib.get_close_matches(value, valid, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return RecipeError(f"unknown {what} {value!r}", hint=f"{hint}valid: {', '.join(valid)}")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run. Invalid values raise :class:`RecipeError` at once.
+
+    ``scheduler="step"`` divides the lr by 10 every ``max(1, epochs // 3)`` epochs;
+    ``"cosine"`` anneals it to 0 over ``epochs``. Both step once per epoch.
+
+    Example:
+        >>> TrainConfig(epochs=3, batch_size=32, optimizer="adamw", weight_decay=0.05)
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"
+    grad_clip: float | None = None
+    max_batches_per_epoch: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise _choice_error("optimizer", self.optimizer, OPTIMIZERS)
+        if self.scheduler not in SCHEDULERS:
+            raise _choice_error("scheduler", self.scheduler, SCHEDULERS)
+        checks = [
+            ("epochs", self.epochs >= 0, ">= 0 (0 evaluates the model without training)"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "a positive number or null"),
+            ("seed", 0 <= self.seed < 2**32, "an integer in [0, 2**32)"),
+            ("max_batches_per_epoch",
+             self.max_batches_per_epoch is None or self.max_batches_per_epoch >= 1,
+             "at least 1 or null"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise RecipeError(f"training setting {name}={getattr(self, name)!r} is invalid",
+                                  hint=f"set {name} to {expected}")
+
+    def fingerprint(self) -> str:
+        """A stable 16-hex-digit hash of all fields (a checkpoint resumes only under the same one)."""
+        payload = json.dumps([_FINGERPRINT_VERSION, dataclasses.asdict(self)], sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`edgec.train.fit` returns.
+
+    ``model`` holds the weights of ``best_epoch`` (highest validation accuracy, ties go to the later
+    epoch); ``history`` has one dict per epoch (epoch, train_loss, val_loss, val_accuracy, lr,
+    seconds), resumed epochs included.
+
+    Example:
+        >>> result = fit(model, train, val, TrainConfig(epochs=2))
+        >>> atomic_write_json("metrics.json", result.to_dict())
+    """
+
+    model: nn.Module
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float = 0.0
+    resumed_from_epoch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the model, as plain JSON-serialisable values."""
+        return {
+            "history": [dict(h) for h in self.history],
+            "best_epoch": int(self.best_epoch),
+            "best_val_accuracy": float(self.best_val_accuracy),
+            "resumed_from_epoch": self.resumed_from_epoch,
+        }
+
+
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``config.optimizer`` names, over ``params``."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               nesterov=config.momentum > 0, weight_decay=config.weight_decay)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer,
+                   config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-epoch lr schedule ``config.scheduler`` names (None for ``"none"``)."""
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, config.epochs // 3),
+                                               gamma=0.1)
+    return None

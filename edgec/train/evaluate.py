@@ -1,0 +1,77 @@
+"""Validation: mean cross-entropy and accuracy, and the checks that turn (x, y) into tensors.
+
+Example:
+    >>> val_loss, val_acc = evaluate(model, x_val, y_val)    # model's mode is left as it was
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgec.errors import DataError
+
+
+def as_tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check an (x, y) pair and view it as CPU tensors: x (N, ...) float32 (or integer token ids
+    for text models, kept as they are), y (N,) int64."""
+    try:
+        x, y = data
+        x, y = np.asarray(x), np.asarray(y)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name} data must be a pair (x, y) of numpy arrays",
+                        hint="pass (x, y) with x shaped (N, C, H, W) and y shaped (N,)") from exc
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(y) == 0 \
+            or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{name} data has x {x.shape} {x.dtype} and y {y.shape} {y.dtype}",
+                        hint="pass x shaped (N, C, H, W) float32 and y shaped (N,) int64, same N > 0")
+    if not np.issubdtype(x.dtype, np.integer):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    # torch.from_numpy shares memory (no copy) but refuses read-only arrays (e.g. np.load mmap).
+    x = x if x.flags.writeable and x.flags.c_contiguous else np.array(x, order="C")
+    y = np.array(y, dtype=np.int64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
+    # Batches go wherever the model lives, so the same loop runs on CPU, CUDA or Jetson.
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                     device: torch.device) -> tuple[float, float]:
+    """:func:`evaluate` on tensors already checked by :func:`as_tensors` (the loop's fast path)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(y), batch_size):
+                xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+                logits = model(xb)  # (B, K)
+                loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+                correct += (logits.argmax(dim=-1) == yb).sum()
+    finally:
+        model.train(was_training)
+    return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray,
+             batch_size: int = 256) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on (x, y), in eval mode without autograd.
+
+    The model's train/eval mode is restored afterwards.
+
+    Example:
+        >>> val_loss, val_acc = evaluate(model, x_val, y_val)
+    """
+    xt, yt = as_tensors((x, y), "evaluation")
+    return evaluate_tensors(model, xt, yt, batch_size, device_of(model))
