@@ -92,31 +92,39 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "int8_onnx_speedup_vs_teacher_torch" in s:
         lines.append(f"- INT8 student (ONNX Runtime) is **{s['int8_onnx_speedup_vs_teacher_torch']:.1f}x faster** "
                      "than the FP32 teacher (torch) at batch 1 (p50, host wall clock)")
-    lines += ["", "Latency: batch 1, host end-to-end wall clock; throughput at the recipe's bench batch size.", "",
-              "![accuracy vs latency vs size](report.png)", "", "Deployable files: `deploy/` (see deploy.json).", ""]
+    lines += ["", "Latency: batch 1, host end-to-end wall clock; throughput at the recipe's bench batch size.", ""]
+    if any(m["latency_ms"] for m in report["models"].values()):
+        lines += ["![accuracy vs latency vs size](report.png)", ""]
+    lines += ["Deployable files: `deploy/` (see deploy.json).", ""]
     return "\n".join(lines)
 
 
 def render_plot(report: dict[str, Any]) -> bytes:
-    """PNG: accuracy against batch-1 p50 latency, marker area proportional to file size."""
+    """PNG: accuracy against batch-1 p50 latency (log scale); marker area grows with file size."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: never needs a display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    biggest = max(m["bytes"] for m in report["models"].values())
     for name, m in report["models"].items():
         if not m["latency_ms"]:
             continue
-        x, y = m["latency_ms"]["p50"], m["accuracy"] * 100
-        ax.scatter([x], [y], s=max(30.0, m["bytes"] / 1024 * 3), alpha=0.6)
-        ax.annotate(f"{name}\n{m['params']:,} params, {m['bytes'] / 1024:.0f} KiB", (x, y),
-                    textcoords="offset points", xytext=(6, 6), fontsize=8)
+        area = 60 + 600 * (m["bytes"] / biggest) ** 0.5  # sqrt: small models stay visible
+        ax.scatter([m["latency_ms"]["p50"]], [m["accuracy"] * 100], s=area, alpha=0.7, edgecolors="black",
+                   label=f"{name} ({m['runtime']}): {m['params']:,} params, {m['bytes'] / 1024:.0f} KiB")
     ax.set_xscale("log")
-    ax.set_xlabel("latency p50 at batch 1 (ms, log scale)")
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.3, y=0.3)
+    ax.set_xlabel("latency p50 at batch 1 (ms, log scale; left is faster)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{report['recipe']['name']}: accuracy vs latency (area ~ file size)")
+    ax.set_title(f"{report['recipe']['name']}: accuracy vs latency (marker area ~ file size)")
     ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, frameon=False, markerscale=0.5)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
