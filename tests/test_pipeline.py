@@ -102,3 +102,33 @@ def test_unwritable_output_folder(tmp_path):
     blocker.write_text("")
     with pytest.raises(ArtifactError, match="not writable"):
         build(write_recipe(tmp_path), out=blocker / "run", progress=False)
+
+
+def test_teacher_from_given_weights_skips_training(tmp_path):
+    import torch
+
+    from edgec.models import create_model
+
+    teacher = create_model("teacher_cnn", in_channels=1, num_classes=4, input_size=8, width=8)
+    weights = tmp_path / "teacher.pt"
+    torch.save(teacher.state_dict(), weights)
+    recipe = write_recipe(tmp_path, teacher={"model": "teacher_cnn", "params": {"width": 8}, "weights": str(weights)},
+                          bench={"enabled": False})
+    result = build(recipe, out=tmp_path / "run", progress=False)
+    metrics = result.artifacts["teacher"].metrics
+    assert "training" not in metrics and metrics["params"] == sum(p.numel() for p in teacher.parameters())
+    assert "bench" not in result.artifacts and result.report["models"]["teacher"]["latency_ms"] is None
+
+
+def test_teacher_weights_of_another_architecture(tmp_path):
+    import torch
+
+    from edgec.errors import ModelError
+    from edgec.models import create_model
+
+    other = create_model("teacher_cnn", in_channels=1, num_classes=4, input_size=8, width=16)
+    weights = tmp_path / "teacher.pt"
+    torch.save(other.state_dict(), weights)
+    recipe = write_recipe(tmp_path, teacher={"model": "teacher_cnn", "params": {"width": 8}, "weights": str(weights)})
+    with pytest.raises(ModelError, match="do not fit"):
+        build(recipe, out=tmp_path / "run", progress=False)
