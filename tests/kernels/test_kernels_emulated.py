@@ -1,0 +1,148 @@
+"""The unmodified CUDA kernels, run on the CPU emulator, against the numpy references.
+
+Shapes are chosen to hit the awkward paths: tails that are not multiples of 32/8/4, more than one
+block per plane, more nonzeros per row than one shared-memory chunk, empty and all-zero rows,
+batch > 1, stride/padding/dilation. The launch geometry is the one ``edgec.kernels.ops`` uses.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from edgec.kernels.ops import int8_launch, lowbit_launch, sparse_conv2d_launch
+from edgec.kernels.packing import (CsrConv2dWeight, conv2d_output_size, int8_linear_reference, pack_csr_conv2d,
+                                   pack_lowbit, padded_k, quantize_int8_activation, quantize_int8_weight,
+                                   sparse_conv2d_reference, unpack_lowbit_codes)
+
+
+def _sparse_weight(rng, shape, sparsity, empty_rows=()):
+    w = rng.standard_normal(shape).astype(np.float32)
+    w[rng.random(shape) < sparsity] = 0.0
+    for r in empty_rows:
+        w[r] = 0.0
+    return w
+
+
+# (N, C, H, W, Cout, KH, KW, stride, padding, dilation, sparsity, bias)
+CONV_CASES = {
+    "3x3-pad1-bias-empty-row": (2, 3, 7, 9, 5, 3, 3, (1, 1), (1, 1), (1, 1), 0.7, True),
+    "strided-dilated-asym": (1, 4, 11, 10, 6, 3, 3, (2, 1), (1, 2), (1, 2), 0.6, True),
+    "chunks-and-blocks": (2, 20, 13, 13, 3, 3, 3, (1, 1), (1, 1), (1, 1), 0.15, False),  # ~150 nnz/row, 169 px
+    "5x3-stride3-nopad": (3, 2, 17, 8, 4, 5, 3, (3, 3), (0, 0), (1, 1), 0.5, True),
+    "1x1-fully-sparse": (2, 5, 4, 6, 3, 1, 1, (1, 1), (0, 0), (1, 1), 1.0, False),
+    "pad-exceeds-kernel": (1, 2, 3, 3, 2, 2, 2, (2, 2), (3, 3), (2, 2), 0.3, True),
+}
+
+
+# every case in fp32; the fp16 variant (same code, other I/O type) on a subset
+CONV_PARAMS = [(case, "f32") for case in CONV_CASES] + [
+    (case, "f16") for case in ("3x3-pad1-bias-empty-row", "chunks-and-blocks", "pad-exceeds-kernel")]
+
+
+@pytest.mark.parametrize("case,dtype", CONV_PARAMS, ids=[f"{c}-{d}" for c, d in CONV_PARAMS])
+def test_sparse_conv2d_csr_matches_reference(emu, case, dtype):
+    n, c, h, w, cout, kh, kw, stride, padding, dilation, sparsity, with_bias = CONV_CASES[case]
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    weight = _sparse_weight(rng, (cout, c, kh, kw), sparsity, empty_rows=(1,) if cout > 2 else ())
+    packed = pack_csr_conv2d(weight)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    if dtype == "f16":
+        x = x.astype(np.float16).astype(np.float32)  # the kernel sees exactly these values
+    bias = rng.standard_normal(cout).astype(np.float32) if with_bias else None
+    oh, ow = conv2d_output_size(h, w, kh, kw, stride, padding, dilation)
+    grid, block = sparse_conv2d_launch(n, cout, oh, ow)
+    inputs = {"x": x.astype(np.float16) if dtype == "f16" else x, "row_ptr": packed.row_ptr,
+              "col_idx": packed.col_idx, "values": packed.values}
+    if bias is not None:
+        inputs["bias"] = bias
+    out_dtype = np.float16 if dtype == "f16" else np.float32
+    y = emu.run("sparse_conv2d_csr", f"sparse_conv2d_csr_{dtype}", inputs, {"y": (out_dtype, n * cout * oh * ow)},
+                N=n, C=c, H=h, W=w, Cout=cout, KH=kh, KW=kw, OH=oh, OW=ow, nnz=packed.nnz,
+                sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1], dh=dilation[0], dw=dilation[1],
+                has_bias=int(bias is not None), grid=grid, block=block)["y"]
+    y = y.astype(np.float32).reshape(n, cout, oh, ow)
+    kw_args = {"stride": stride, "padding": padding, "dilation": dilation}
+    ref = sparse_conv2d_reference(x, packed, bias, **kw_args)
+    # error bound: fp32 accumulation over |x|*|w| (+ fp16 output rounding for the f16 variant)
+    abs_packed = CsrConv2dWeight(packed.row_ptr, packed.col_idx, np.abs(packed.values), packed.shape)
+    bound = sparse_conv2d_reference(np.abs(x), abs_packed, None if bias is None else np.abs(bias), **kw_args)
+    tol = 2e-6 * bound + 1e-6 + (1e-3 * np.abs(ref) if dtype == "f16" else 0)
+    assert np.all(np.abs(y - ref) <= tol), f"max error {np.abs(y - ref).max()}"
+    if cout > 2:  # the emptied output channel is exactly its bias
+        np.testing.assert_array_equal(y[:, 1], np.broadcast_to(0.0 if bias is None else bias[1], y[:, 1].shape)
+                                      .astype(out_dtype).astype(np.float32))
+    if sparsity == 1.0:
+        assert not y.any()
+
+
+# (M, N, K): M = 1 takes the GEMV kernel, M > 1 the small-batch one
+LOWBIT_SHAPES = [(1, 7, 100), (1, 13, 257), (1, 4, 1), (2, 5, 33), (5, 9, 200), (9, 6, 64)]
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2, 1])
+@pytest.mark.parametrize("shape", LOWBIT_SHAPES, ids=[f"M{m}-N{n}-K{k}" for m, n, k in LOWBIT_SHAPES])
+def test_lowbit_kernels_match_reference(emu, bits, shape):
+    _run_lowbit(emu, bits, shape, "f32", with_bias=shape[0] % 2 == 1)
+
+
+@pytest.mark.parametrize("bits", [4, 1])
+@pytest.mark.parametrize("shape", [(1, 6, 70), (3, 5, 45)], ids=["gemv", "smallbatch"])
+def test_lowbit_kernels_fp16_activations(emu, bits, shape):
+    _run_lowbit(emu, bits, shape, "f16", with_bias=True)
+
+
+def _run_lowbit(emu, bits, shape, dtype, with_bias):
+    m, n, k = shape
+    rng = np.random.default_rng(bits * 1000 + m * 100 + n + k)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    w[n // 2] = 0.0  # an all-zero output channel: scale 0 (bits >= 2) / alpha 0 (1 bit)
+    packed = pack_lowbit(w, bits)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    if dtype == "f16":
+        x = x.astype(np.float16).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    file, entry, grid, block = lowbit_launch(m, n, bits, half=dtype == "f16")
+    assert file == ("lowbit_gemv" if m == 1 else "lowbit_gemm_smallbatch")
+    inputs = {"x": x.astype(np.float16) if dtype == "f16" else x, "words": packed.words, "scales": packed.scales}
+    if bias is not None:
+        inputs["bias"] = bias
+    out_dtype = np.float16 if dtype == "f16" else np.float32
+    y = emu.run("lowbit", entry, inputs, {"y": (out_dtype, m * n)}, M=m, N=n, K=k, wpr=packed.words_per_row,
+                has_bias=int(bias is not None), grid=grid, block=block)["y"].astype(np.float32).reshape(m, n)
+    q = unpack_lowbit_codes(packed).astype(np.float64)
+    ref = (x.astype(np.float64) @ q.T) * packed.scales + (0 if bias is None else bias)
+    bound = (np.abs(x) @ np.abs(q).T) * packed.scales + (0 if bias is None else np.abs(bias))
+    tol = 2e-6 * bound + 1e-6 + (1e-3 * np.abs(ref) if dtype == "f16" else 0)
+    assert np.all(np.abs(y - ref) <= tol), f"max error {np.abs(y - ref).max()}"
+    np.testing.assert_allclose(y[:, n // 2], 0.0 if bias is None else bias[n // 2], rtol=1e-3)
+
+
+# (M, N, K): one tile; K tail + two K stages + several tiles each way; wide N
+INT8_SHAPES = [(1, 1, 1), (3, 5, 7), (33, 35, 70), (2, 40, 130), (40, 3, 64)]
+
+
+@pytest.mark.parametrize("shape", INT8_SHAPES, ids=[f"M{m}-N{n}-K{k}" for m, n, k in INT8_SHAPES])
+def test_int8_dp4a_matches_reference(emu, shape):
+    m, n, k = shape
+    rng = np.random.default_rng(m * 7 + n * 3 + k)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    if n > 2:
+        w[2] = 0.0
+    packed = quantize_int8_weight(w)
+    x = rng.standard_normal((m, k)).astype(np.float32) * 2
+    x_scale = 0.02
+    x.flat[: min(x.size, 6)] = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 100.0])[: min(x.size, 6)] * x_scale  # ties, clip
+    bias = rng.standard_normal(n).astype(np.float32) if m % 2 else None
+    k4 = padded_k(k)
+    inputs = {"x": x, "wq": packed.q, "w_scales": packed.scales}
+    if bias is not None:
+        inputs["bias"] = bias
+    out = emu.run("int8_gemm_dp4a", "int8_gemm_dp4a", inputs, {"xq": (np.int8, m * k4), "y": (np.float32, m * n)},
+                  M=m, N=n, K=k, K4=k4, x_scale=repr(float(np.float32(x_scale))), has_bias=int(bias is not None),
+                  **int8_launch(m, n, k4))
+    np.testing.assert_array_equal(out["xq"].reshape(m, k4), quantize_int8_activation(x, x_scale))
+    ref = int8_linear_reference(x, packed, x_scale, bias)
+    np.testing.assert_allclose(out["y"].reshape(m, n), ref, rtol=1e-6, atol=1e-6)

@@ -1,0 +1,121 @@
+"""The torch-facing ops marshal their arguments exactly as the kernels' C signatures expect.
+
+Without a GPU the launch itself cannot happen, so ``get_function`` is replaced by a fake that
+checks every argument against the ``extern "C"`` signature (read from the preprocessed .cu file):
+pointers get a tensor (pycuda reads ``__cuda_array_interface__``) or ``np.uintp(0)``, ``int``
+gets ``np.int32``, ``float`` gets ``np.float32``; grid/block are the documented launch shapes,
+and the integer arguments carry the right sizes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from edgec.kernels import ops
+from edgec.kernels.loader import kernel_dir
+from edgec.kernels.packing import pack_csr_conv2d, pack_lowbit, quantize_int8_weight
+
+SIGNATURE = re.compile(r'extern\s+"C"\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)')
+
+
+@functools.lru_cache(maxsize=None)
+def signatures(file: str) -> dict[str, list[str]]:
+    """entry -> parameter kinds ('ptr', 'int', 'float'), from the preprocessed source."""
+    gxx = shutil.which("g++")
+    if not gxx:
+        pytest.skip("g++ not found (used as the C preprocessor)")
+    src = kernel_dir() / f"{file}.cu"
+    text = subprocess.run([gxx, "-E", "-P", "-x", "c++", "-DEDGEC_CPU_EMU", "-D__global__=", "-D__restrict__=",
+                           "-I", str(kernel_dir()), str(src)], capture_output=True, text=True, check=True).stdout
+    out = {}
+    for name, params in SIGNATURE.findall(text):
+        kinds = []
+        for p in params.split(","):
+            p = p.strip()
+            kind = "ptr" if "*" in p else "int" if p.startswith("int ") else "float" if p.startswith("float ") else p
+            kinds.append(kind)
+        out[name] = kinds
+    return out
+
+
+class FakeFunction:
+    def __init__(self, file: str, entry: str, calls: list):
+        self.file, self.entry, self.calls = file, entry, calls
+
+    def __call__(self, *args, grid, block):
+        kinds = signatures(self.file)[self.entry]
+        assert len(args) == len(kinds), (self.entry, len(args), len(kinds))
+        for i, (a, kind) in enumerate(zip(args, kinds)):
+            if kind == "ptr":
+                assert isinstance(a, torch.Tensor) and a.is_contiguous() or (isinstance(a, np.uintp) and a == 0), (i, a)
+            elif kind == "int":
+                assert type(a) is np.int32, (self.entry, i, type(a))
+            else:
+                assert kind == "float" and type(a) is np.float32, (self.entry, i, kind, type(a))
+        assert len(grid) == 3 and len(block) == 3 and all(isinstance(g, int) and g > 0 for g in grid + block)
+        self.calls.append((self.entry, args, grid, block))
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(ops, "get_function", lambda file, entry: FakeFunction(file, entry, calls))
+    monkeypatch.setattr(ops, "_check_input", lambda x, dtypes, what: x.detach().contiguous())
+    monkeypatch.setattr(ops, "_on_default_stream", lambda *t: contextlib.nullcontext())
+    return calls
+
+
+def test_sparse_conv2d_arguments(fake_gpu):
+    w = np.random.default_rng(0).standard_normal((5, 3, 3, 3)).astype(np.float32)
+    w[w < 0.5] = 0
+    x = torch.randn(2, 3, 9, 8)
+    y = ops.sparse_conv2d(x, pack_csr_conv2d(w), torch.ones(5), stride=(2, 1), padding=1, dilation=(1, 2))
+    (entry, args, grid, block), = fake_gpu
+    assert entry == "sparse_conv2d_csr_f32" and y.shape == (2, 5, 5, 6)
+    assert [int(a) for a in args[6:]] == [3, 9, 8, 5, 3, 3, 5, 6, 2, 1, 1, 1, 1, 2]
+    assert grid == (1, 5, 2) and block == (128, 1, 1)
+    assert args[0] is not None and args[5] is y
+    ops.sparse_conv2d(x.half(), pack_csr_conv2d(w))  # no bias: NULL
+    assert fake_gpu[-1][0] == "sparse_conv2d_csr_f16" and fake_gpu[-1][1][4] == np.uintp(0)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2, 1])
+def test_lowbit_linear_arguments(fake_gpu, bits):
+    p = pack_lowbit(np.random.default_rng(bits).standard_normal((10, 70)), bits)
+    y = ops.lowbit_linear(torch.randn(1, 70), p)
+    entry, args, grid, block = fake_gpu[-1]
+    assert entry == f"lowbit_gemv_f32_b{bits}" and grid == (3, 1, 1) and block == (128, 1, 1) and y.shape == (1, 10)
+    assert [int(a) for a in args[5:]] == [1, 10, 70, p.words_per_row]
+    y = ops.lowbit_linear(torch.randn(2, 3, 70).half(), p, torch.zeros(10))
+    entry, args, grid, _ = fake_gpu[-1]
+    assert entry == f"lowbit_gemm_f16_b{bits}" and grid == (3, 2, 1) and y.shape == (2, 3, 10)
+    assert args[0].shape == (6, 70) and int(args[5]) == 6
+
+
+def test_int8_linear_arguments(fake_gpu):
+    p = quantize_int8_weight(np.random.default_rng(0).standard_normal((40, 30)))
+    y = ops.int8_linear(torch.randn(3, 30), p, 0.05)
+    (qe, qargs, qgrid, _), (ge, gargs, ggrid, gblock) = fake_gpu
+    assert qe == "quantize_int8_f32" and ge == "int8_gemm_dp4a" and y.shape == (3, 40)
+    assert [int(a) for a in qargs[3:]] == [3, 30, 32] and float(qargs[2]) == np.float32(0.05)
+    assert qgrid == (1, 3, 1) and ggrid == (2, 1, 1) and gblock == (16, 16, 1)
+    assert gargs[0] is qargs[1]  # the GEMM reads the buffer the quantizer wrote
+    assert [int(a) for a in gargs[6:]] == [3, 40, 8]
+    with pytest.raises(ops.KernelError, match="x_scale"):
+        ops.int8_linear(torch.randn(3, 30), p, 0.0)
+
+
+def test_shape_errors_are_edgec_errors(fake_gpu):
+    with pytest.raises(ops.KernelError, match="features"):
+        ops.lowbit_linear(torch.randn(1, 7), pack_lowbit(np.ones((2, 8)), 4))
+    with pytest.raises(ops.KernelError, match=r"\[N, 3, H, W\]"):
+        ops.sparse_conv2d(torch.randn(1, 4, 8, 8), pack_csr_conv2d(np.ones((2, 3, 3, 3))))
+
