@@ -114,7 +114,7 @@ class StageWork:
     parents: list[Artifact]
     metrics: dict[str, Any] = field(default_factory=dict)
     artifact: Artifact | None = None
-    scratch: set[str] = field(default_factory=set)  # file names (e.g. checkpoints) not to publish
+    scratch: set[str] = field(default_factory=set)  # glob patterns of files (checkpoints) not to publish
 
 
 class ArtifactStore:
@@ -194,8 +194,9 @@ class ArtifactStore:
         t0 = time.perf_counter()
         yield work
         remove_stale_temporaries(work_dir)
-        for name in work.scratch:
-            (work_dir / name).unlink(missing_ok=True)
+        for pattern in work.scratch:
+            for p in work_dir.glob(pattern):
+                p.unlink(missing_ok=True)
         files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                  for p in sorted(work_dir.iterdir()) if p.is_file() and p.name != MANIFEST}
         manifest = {

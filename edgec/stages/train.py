@@ -13,7 +13,7 @@ from edgec.recipe import TrainSpec
 if TYPE_CHECKING:
     from edgec.pipeline import BuildContext
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint*.pt"  # every training checkpoint (multi-stage methods write several)
 
 
 def weights_digest(path: str | None) -> str | None:
