@@ -105,10 +105,11 @@ def main() -> None:
         if _state["debug"]:
             raise
         console.print(f"[bold red]internal error[/] ({type(exc).__name__}): {exc}\n"
-                      "  -> this is a bug in edgec; run again with --debug for the traceback and please report it")
+                      "  -> this is a bug in edgec; run again with --debug for the traceback and please report it",
+                      soft_wrap=True)
         sys.exit(1)
 
 
 def _interrupted() -> None:
-    console.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume.")
+    console.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume.", soft_wrap=True)
     sys.exit(130)
