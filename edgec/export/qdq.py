@@ -9,7 +9,11 @@ quantize stage checks its own output here before anything downstream trusts it:
 - no INT32 DequantizeLinear (a quantized bias): TensorRT wants float biases;
 - per-channel scales (1-D, length > 1) only on weights, along the output-channel axis;
   per-tensor (activation) scales hold one value;
-- scales and zero points static (initialisers or Constant nodes); default-domain opset >= 13.
+- scales and zero points static (initialisers or Constant nodes, possibly behind Identity nodes,
+  which the TorchScript exporter inserts when it de-duplicates equal initialisers), scales finite
+  and > 0; default-domain opset >= 13.
+
+Every problem that concerns a node names it (op type and node name).
 
 Only the main graph is inspected: edgec's models have no control flow (If/Loop subgraphs).
 
@@ -57,6 +61,7 @@ class _Graph:
         self.model = model
         self.inits = {t.name: t for t in g.initializer}
         self.const: dict[str, np.ndarray] = {}
+        self.alias: dict[str, str] = {}  # Identity output -> its input (followed to static values)
         self.producer: dict[str, onnx.NodeProto] = {}
         self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
         for node in g.node:
@@ -65,22 +70,35 @@ class _Graph:
             for i, name in enumerate(node.input):
                 if name:
                     self.consumers[name].append((node, i))
+            if node.op_type == "Identity" and node.domain in ("", "ai.onnx") and node.input:
+                self.alias[node.output[0]] = node.input[0]
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.attribute:
                 attr = node.attribute[0]
                 value = onnx.helper.get_attribute_value(attr)
                 self.const[node.output[0]] = (numpy_helper.to_array(value) if attr.name == "value"
                                               else np.asarray(value))
 
+    def resolve(self, name: str) -> str:
+        """Follow Identity nodes back to the tensor they copy (at most as many hops as nodes)."""
+        for _ in range(len(self.alias)):
+            if name not in self.alias:
+                break
+            name = self.alias[name]
+        return name
+
     def static(self, name: str) -> np.ndarray | None:
         """The value of an initialiser or Constant output; None if computed at run time."""
+        name = self.resolve(name)
         if name in self.inits:
             return numpy_helper.to_array(self.inits[name])
         return self.const.get(name)
 
     def is_weight(self, name: str) -> bool:
+        name = self.resolve(name)
         return name in self.inits or name in self.const
 
     def elem_type(self, name: str) -> int | None:
+        name = self.resolve(name)
         if name in self.inits:
             return self.inits[name].data_type
         if name in self.const:
@@ -88,6 +106,7 @@ class _Graph:
         return None
 
     def rank(self, name: str) -> int | None:
+        name = self.resolve(name)
         if name in self.inits:
             return len(self.inits[name].dims)
         return self.const[name].ndim if name in self.const else None
@@ -142,6 +161,9 @@ def _check_node(node: onnx.NodeProto, g: _Graph, problems: list[str]) -> None:
     scale = g.static(scale_name)
     if scale is None:
         problems.append(f"{where}: scale '{scale_name}' is computed at run time; TensorRT needs static scales")
+    elif not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        problems.append(f"{where}: scale '{scale_name}' has values that are not finite and > 0 "
+                        f"(min {float(np.min(scale)):.3g}); quantization scales must be positive")
     if zp_name is None:
         if kind == "QuantizeLinear" and _attr(node, "output_dtype", 0) != _INT8:
             problems.append(f"{where} has no zero point, so it quantizes to UINT8; TensorRT needs INT8")
@@ -205,7 +227,7 @@ def qdq_problems(path_or_model: str | Path | onnx.ModelProto) -> list[str]:
 
     Example:
         >>> qdq_problems("model.qoperator.onnx")[0]
-        'QOperator op QLinearConv (2 nodes): TensorRT needs QDQ format (QuantFormat.QDQ)'
+        "QOperator op QLinearConv (2 nodes): TensorRT needs QDQ format (QuantFormat.QDQ); nodes: 'c1', 'c2'"
     """
     model = _as_model(path_or_model)
     problems: list[str] = []
@@ -214,7 +236,10 @@ def qdq_problems(path_or_model: str | Path | onnx.ModelProto) -> list[str]:
         problems.append(f"default-domain opset is {opset}; TensorRT's QDQ support needs opset >= 13")
     ops = Counter(n.op_type for n in model.graph.node)
     for op in sorted(set(ops) & QOPERATOR_OPS):
-        problems.append(f"QOperator op {op} ({ops[op]} nodes): TensorRT needs QDQ format (QuantFormat.QDQ)")
+        names = [f"'{n.name or n.output[0]}'" for n in model.graph.node if n.op_type == op]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        problems.append(f"QOperator op {op} ({ops[op]} nodes): TensorRT needs QDQ format (QuantFormat.QDQ); "
+                        f"nodes: {shown}")
     if not ops["QuantizeLinear"] and not ops["DequantizeLinear"]:
         problems.append("no QuantizeLinear/DequantizeLinear nodes: the model is not QDQ-quantized")
     g = _Graph(model)

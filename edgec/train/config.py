@@ -28,6 +28,10 @@ from edgec.errors import RecipeError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "step", "none")
+# What picks the epoch whose weights fit() returns. "val_accuracy" suits any classifier; a stage
+# whose head is untrained (FitNets' hint stage) picks by its own loss on the validation data
+# ("val_objective"), by its training loss, or simply keeps the last epoch.
+MONITORS = ("val_accuracy", "val_objective", "train_loss", "last")
 
 # Bump when the meaning of a field changes, so old checkpoints are not resumed under new rules.
 _FINGERPRINT_VERSION = "edgec.train.config/1"
@@ -97,9 +101,10 @@ class TrainConfig:
 class TrainResult:
     """What :func:`edgec.train.fit` returns.
 
-    ``model`` holds the weights of ``best_epoch`` (highest validation accuracy, ties go to the later
-    epoch); ``history`` has one dict per epoch (epoch, train_loss, val_loss, val_accuracy, lr,
-    seconds), resumed epochs included.
+    ``model`` holds the weights of ``best_epoch`` (by fit's ``monitor``: highest validation accuracy
+    unless told otherwise; ties go to the later epoch) and ``best_val_accuracy`` is that epoch's;
+    ``history`` has one dict per epoch (epoch, train_loss, val_loss, val_accuracy, lr, seconds,
+    and val_objective when monitored), resumed epochs included.
 
     Example:
         >>> result = fit(model, train, val, TrainConfig(epochs=2))
@@ -120,6 +125,29 @@ class TrainResult:
             "best_val_accuracy": float(self.best_val_accuracy),
             "resumed_from_epoch": self.resumed_from_epoch,
         }
+
+
+def check_monitor(monitor: str) -> None:
+    """Raise :class:`RecipeError` (closest name + the valid ones) unless ``monitor`` is in MONITORS."""
+    if monitor not in MONITORS:
+        raise _choice_error("monitor", str(monitor), MONITORS)
+
+
+def monitor_score(monitor: str, epoch: int, train_loss: float, val_accuracy: float,
+                  val_objective: float | None) -> float:
+    """The number fit() maximises to pick the best epoch under ``monitor`` (ties: later epoch).
+
+    Example:
+        >>> monitor_score("train_loss", 3, 0.25, 0.9, None)
+        -0.25
+    """
+    if monitor == "val_accuracy":
+        return val_accuracy
+    if monitor == "val_objective":
+        if val_objective is None:
+            raise ValueError("monitor 'val_objective' needs the validation objective")
+        return -val_objective
+    return -train_loss if monitor == "train_loss" else float(epoch)
 
 
 def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:

@@ -6,6 +6,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,30 @@ def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
     finally:
         model.train(was_training)
     return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def mean_loss_tensors(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor],
+                                                         torch.Tensor],
+                      x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    """Sample-weighted mean of a training ``loss_fn`` over (x, y), in eval mode without gradients.
+
+    What fit's ``monitor="val_objective"`` compares between epochs (e.g. FitNets' hint loss on the
+    validation data, the criterion the paper's stage 1 stops on). The model's mode is restored.
+
+    Example:
+        >>> mean_loss_tensors(model, cross_entropy_loss, xv, yv, 256, torch.device("cpu"))
+    """
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        with torch.no_grad():  # not inference_mode: loss functions may build small tensors/modules
+            for i in range(0, len(y), batch_size):
+                xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+                total += float(loss_fn(model, xb, yb)) * len(yb)
+    finally:
+        model.train(was_training)
+    return total / len(y)
 
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray,

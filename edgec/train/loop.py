@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,9 @@ from torch import nn
 from edgec.errors import TrainingDiverged
 from edgec.train.checkpoint import (CHECKPOINT_NAME, copy_state, load_checkpoint,
                                     save_checkpoint, state_matches)
-from edgec.train.config import LossFn, TrainConfig, TrainResult, make_optimizer, make_scheduler
-from edgec.train.evaluate import as_tensors, device_of, evaluate_tensors
+from edgec.train.config import (LossFn, TrainConfig, TrainResult, check_monitor, make_optimizer,
+                                make_scheduler, monitor_score)
+from edgec.train.evaluate import as_tensors, device_of, evaluate_tensors, mean_loss_tensors
 from edgec.train.progress import Reporter
 
 VAL_BATCH_SIZE = 256  # validation needs no gradients, so larger batches than training are fine
@@ -83,7 +84,8 @@ def _batch_starts(n: int, config: TrainConfig) -> list[int]:
 
 def _train_epoch(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
                  trainable: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor,
-                 config: TrainConfig, epoch: int, device: torch.device, report: Reporter) -> float:
+                 config: TrainConfig, epoch: int, device: torch.device, report: Reporter,
+                 after_step: Callable[[nn.Module], None] | None = None) -> float:
     """One pass over a fresh shuffle of (x, y); returns the sample-weighted mean loss."""
     torch_seed, shuffle_seed = _epoch_seeds(config.seed, epoch)
     set_seed(torch_seed)
@@ -109,6 +111,8 @@ def _train_epoch(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optim
                 if not math.isfinite(norm):
                     raise _Diverged("gradient norm", norm, step, len(starts), _has_nonfinite(xb))
             optimizer.step()
+            if after_step is not None:  # e.g. BinaryConnect's clip / stochastic rounding's re-rounding
+                after_step(model)
             total += value * len(idx)
             count += len(idx)
             advance(loss=value)
@@ -135,8 +139,8 @@ def _trainable(model: nn.Module, params: Iterable[nn.Parameter] | None) -> list[
     return chosen
 
 
-def _resume_point(path: Path | None, config: TrainConfig, resume_key: str, model: nn.Module,
-                  optimizer: torch.optim.Optimizer, device: torch.device,
+def _resume_point(path: Path | None, config: TrainConfig, resume_key: str, monitor: str,
+                  model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
                   report: Reporter) -> dict[str, Any] | None:
     """The checkpoint to continue from, with model/optimizer already loaded from it; or None."""
     ckpt = load_checkpoint(path, device) if path is not None else None
@@ -149,6 +153,10 @@ def _resume_point(path: Path | None, config: TrainConfig, resume_key: str, model
     if ckpt.get("resume_key", "") != resume_key:
         report.line(f"{path} was written for another loss ({ckpt.get('resume_key')!r} != "
                     f"{resume_key!r}); starting over")
+        return None
+    if ckpt.get("monitor", "val_accuracy") != monitor:
+        report.line(f"{path} chose its best epoch by {ckpt.get('monitor', 'val_accuracy')!r}, "
+                    f"not {monitor!r}; starting over")
         return None
     if not state_matches(model, ckpt["model"]):
         report.line(f"{path} does not fit this model's parameters; starting over")
@@ -165,14 +173,23 @@ def _resume_point(path: Path | None, config: TrainConfig, resume_key: str, model
 def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
         config: TrainConfig, *, loss_fn: LossFn | None = None, workdir: str | Path | None = None,
         description: str = "train", progress: bool = True,
-        params: Iterable[nn.Parameter] | None = None, resume_key: str = "") -> TrainResult:
-    """Train ``model`` in place and return it holding its best weights (by validation accuracy).
+        params: Iterable[nn.Parameter] | None = None, resume_key: str = "",
+        monitor: str = "val_accuracy", checkpoint_name: str = CHECKPOINT_NAME,
+        on_epoch_start: Callable[[int, int], None] | None = None,
+        after_step: Callable[[nn.Module], None] | None = None) -> TrainResult:
+    """Train ``model`` in place and return it holding its best weights (by ``monitor``).
 
     ``loss_fn(model, x, y)`` defaults to cross-entropy; validation always reports plain
     cross-entropy and accuracy. ``params`` restricts training to some of the model's parameters.
-    With ``workdir``, resumes from ``workdir/checkpoint.pt`` when its config fingerprint matches
-    (a finished run returns at once); ``resume_key`` must match too (the config cannot see what
-    ``loss_fn`` does: pass e.g. a distillation method's hyper-parameters). ``epochs=0`` only
+    ``monitor`` picks the returned epoch: ``"val_accuracy"`` (highest), ``"val_objective"``
+    (lowest ``loss_fn`` on the validation data, in eval mode; logged as ``val_objective``),
+    ``"train_loss"`` (lowest) or ``"last"``; ties go to the later epoch.
+    ``on_epoch_start(epoch, epochs)`` runs before each epoch's training (1-based, resumed runs
+    included), e.g. to anneal a loss weight. ``after_step(model)`` runs right after every
+    ``optimizer.step()`` (e.g. to clip or re-quantize weights in quantized training). With ``workdir``, resumes from
+    ``workdir/<checkpoint_name>`` when its config fingerprint, ``resume_key`` and ``monitor``
+    match (a finished run returns at once); the config cannot see what ``loss_fn`` does, so pass
+    e.g. a distillation method's hyper-parameters as ``resume_key``. ``epochs=0`` only
     evaluates. The returned model is in eval mode.
 
     Raises :class:`TrainingDiverged` on a NaN/Inf loss, after restoring the last good weights.
@@ -186,22 +203,25 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
     device = device_of(model)
     loss_fn = loss_fn or cross_entropy_loss
     trainable = _trainable(model, params)
+    check_monitor(monitor)
     if config.epochs == 0:
         _, val_acc = evaluate_tensors(model, x_va, y_va, VAL_BATCH_SIZE, device)
         return TrainResult(model=model.eval(), best_val_accuracy=val_acc)
     optimizer = make_optimizer(trainable, config)
     scheduler = make_scheduler(optimizer, config)
     report = Reporter(description, enabled=progress)
-    ckpt_path = Path(workdir) / CHECKPOINT_NAME if workdir is not None else None
+    ckpt_path = Path(workdir) / checkpoint_name if workdir is not None else None
 
     history: list[dict] = []
     done, best_epoch, best_acc, best_state = 0, 0, -1.0, None
-    ckpt = _resume_point(ckpt_path, config, resume_key, model, optimizer, device, report)
+    best_score = -math.inf
+    ckpt = _resume_point(ckpt_path, config, resume_key, monitor, model, optimizer, device, report)
     if ckpt is not None:
         if scheduler is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
         history, done = list(ckpt["history"]), int(ckpt["epoch"])
         best_epoch, best_acc = int(ckpt["best_epoch"]), float(ckpt["best_val_accuracy"])
+        best_score = float(ckpt.get("best_score", best_acc))
         best_state = ckpt["best_state"]
         report.line(f"resuming after epoch {done}/{config.epochs} from {ckpt_path}"
                     if done < config.epochs else
@@ -215,19 +235,28 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
         for epoch in range(done + 1, config.epochs + 1):
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
+            if on_epoch_start is not None:
+                on_epoch_start(epoch, config.epochs)
             train_loss = _train_epoch(model, loss_fn, optimizer, trainable, x_tr, y_tr, config,
-                                      epoch, device, report)
+                                      epoch, device, report, after_step)
             if scheduler is not None:
                 scheduler.step()
             val_loss, val_acc = evaluate_tensors(model, x_va, y_va, VAL_BATCH_SIZE, device)
             if not math.isfinite(val_loss):
                 raise _Diverged("validation loss", val_loss, None, 0, _has_nonfinite(x_va))
+            val_obj = mean_loss_tensors(model, loss_fn, x_va, y_va, VAL_BATCH_SIZE, device) \
+                if monitor == "val_objective" else None
+            if val_obj is not None and not math.isfinite(val_obj):
+                raise _Diverged("validation objective", val_obj, None, 0, _has_nonfinite(x_va))
             now = copy_state(model)
-            is_best = val_acc >= best_acc  # ties go to the later epoch
+            score = monitor_score(monitor, epoch, train_loss, val_acc, val_obj)
+            is_best = score >= best_score  # ties go to the later epoch
             if is_best:
-                best_state, best_epoch, best_acc = now, epoch, val_acc
+                best_state, best_epoch, best_acc, best_score = now, epoch, val_acc, score
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "val_accuracy": val_acc, "lr": lr, "seconds": time.perf_counter() - t0}
+            if val_obj is not None:
+                row["val_objective"] = val_obj
             history.append(row)
             if ckpt_path is not None:
                 save_checkpoint(ckpt_path, {
@@ -237,12 +266,13 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "history": history, "best_state": best_state, "best_epoch": best_epoch,
-                    "best_val_accuracy": best_acc})
+                    "best_val_accuracy": best_acc, "monitor": monitor, "best_score": best_score})
             # Only now is this epoch "good": a Ctrl-C during the write above rolls back further.
             good_state, good_epoch = now, epoch
             report.line(f"epoch {epoch}/{config.epochs}  train_loss {train_loss:.4f}  "
-                        f"val_loss {val_loss:.4f}  val_acc {val_acc:.2%}  lr {lr:.2e}  "
-                        f"{row['seconds']:.1f}s" + ("  *best" if is_best else ""))
+                        f"val_loss {val_loss:.4f}  val_acc {val_acc:.2%}  "
+                        + (f"val_obj {val_obj:.4f}  " if val_obj is not None else "")
+                        + f"lr {lr:.2e}  {row['seconds']:.1f}s" + ("  *best" if is_best else ""))
     except _Diverged as d:
         model.load_state_dict(good_state)
         raise _diverged_error(d, epoch, config, optimizer, description, good_epoch,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -136,3 +138,61 @@ def test_hand_built_good_models_pass():
 def test_hand_built_bad_models_are_caught(model, expected):
     problems = qdq_problems(model)
     assert any(expected in p for p in problems), problems
+
+
+# --- every node-level problem names its node; Identity-wrapped constants; bad scales ---------------
+
+def _with_identities(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Route the activation scale and zero point through Identity nodes, as the TorchScript exporter
+    does when it de-duplicates equal initialisers."""
+    g = model.graph
+    g.node.insert(0, helper.make_node("Identity", ["x_s"], ["x_s_copy"], name="dedup_scale"))
+    g.node.insert(0, helper.make_node("Identity", ["x_zp"], ["x_zp_copy"], name="dedup_zp"))
+    for node in g.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[1] == "x_s":
+            node.input[1], node.input[2] = "x_s_copy", "x_zp_copy"
+    return model
+
+
+def test_identity_wrapped_scales_and_zero_points_are_static():
+    assert qdq_problems(_with_identities(_qdq_model("Conv"))) == []
+    bad = _with_identities(_qdq_model("Conv"))
+    bad.graph.initializer[3].CopyFrom(numpy_helper.from_array(np.array(3, np.int8), "x_zp"))
+    assert any("QuantizeLinear 'x_q': zero point is not 0" in p for p in qdq_problems(bad))
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1, float("nan")])
+def test_non_positive_or_non_finite_scales_are_caught(value):
+    problems = qdq_problems(_qdq_model(act_scale=(value,)))
+    assert any(p.startswith("QuantizeLinear 'x_q': scale 'x_s' has values that are not finite and > 0")
+               for p in problems), problems
+
+
+def test_int32_bias_dequantize_is_named():
+    model = _qdq_model("Conv")
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(8, np.int32), "b_q"))
+    model.graph.initializer.append(numpy_helper.from_array(np.full(8, 0.001, np.float32), "b_s"))
+    model.graph.node.insert(0, helper.make_node("DequantizeLinear", ["b_q", "b_s"], ["b"], axis=0, name="bias_dq"))
+    model.graph.node[-1].input.append("b")
+    assert qdq_problems(model) == ["DequantizeLinear 'bias_dq' dequantizes INT32 (a quantized bias); TensorRT "
+                                   "needs float biases (QuantizeBias: False)"]
+
+
+_NODE_PROBLEM = re.compile(r"^(QuantizeLinear|DequantizeLinear) '[^']+'|^QOperator op \w+ \(\d+ nodes\): .*; nodes: '")
+_GLOBAL_PROBLEMS = ("default-domain opset is", "no QuantizeLinear/DequantizeLinear nodes")
+
+
+def test_every_problem_names_its_node(fp32, x_cal, tmp_path):
+    models = [_qdq_model("Conv", w_axis=1), _qdq_model(act_scale=(0.1, 0.2, 0.3, 0.4)),
+              _qdq_model(dynamic_scale=True), _qdq_model(zp_type=TensorProto.UINT8), _qdq_model(act_zp=False),
+              _qdq_model(domain="com.microsoft"), _qdq_model(act_scale=(-1.0,)), _qdq_model(opset=12),
+              _ort_quantize(fp32, tmp_path / "qop.onnx", x_cal, quant_format=QuantFormat.QOperator),
+              _ort_quantize(fp32, tmp_path / "asym.onnx", x_cal, activation_type=QuantType.QUInt8,
+                            extra_options={"ActivationSymmetric": False}),
+              _ort_quantize(fp32, tmp_path / "bias.onnx", x_cal, extra_options={"QuantizeBias": True})]
+    seen = 0
+    for model in models:
+        for p in qdq_problems(model):
+            seen += 1
+            assert _NODE_PROBLEM.match(p) or p.startswith(_GLOBAL_PROBLEMS), p
+    assert seen >= len(models)
