@@ -6,9 +6,10 @@ min/mean/p50/p90/p95/p99/max, the coefficient of variation (trtexec warns above 
 samples themselves, so ``gate`` can run its own statistics later.
 
 Which clock took a figure matters: host end-to-end latency (what an application sees, copies and
-Python included) is not device compute time. Each sample is taken by a :class:`Clock`; only the
-host clock exists today. A device clock (CUDA events around the call) implements the same
-``name`` + ``time_call`` protocol and is passed as ``clock=``; nothing else changes.
+Python included) is not device compute time. Each sample is taken by a :class:`Clock`:
+:class:`HostClock` (``perf_counter_ns``) everywhere, :class:`CudaEventClock` (CUDA events on one
+stream) on a CUDA GPU; the latter also keeps the host time of the same calls, so one timed loop
+gives both figures, reported separately.
 
 Example:
     >>> stats = measure_latency(lambda: model(x), batch_size=8, min_runs=200)   # doctest: +SKIP
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
     from edgec.runtimes.base import Runner
 
 __all__ = [
-    "Clock", "HostClock", "LatencyStats", "latency_stats", "measure_latency", "bench_runner",
-    "cold_start", "STABLE_CV",
+    "Clock", "HostClock", "CudaEventClock", "LatencyStats", "latency_stats", "measure_latency",
+    "bench_runner", "cold_start", "STABLE_CV",
 ]
 
 STABLE_CV = 0.025  # trtexec's threshold on std/mean for a "stable" measurement
@@ -63,6 +64,55 @@ class HostClock:
         start = time.perf_counter_ns()
         fn()
         return (time.perf_counter_ns() - start) / 1e6
+
+
+class CudaEventClock:
+    """Device time between two CUDA events recorded on ``stream`` around the call, in ms.
+
+    The call runs with ``stream`` as torch's current stream, so torch work lands between the two
+    events; give ONNX Runtime the same stream (its CUDA provider's ``user_compute_stream``, see
+    :func:`edgec.bench.run.runner_options`). Device time spans first to last GPU work on that stream,
+    idle gaps while the host launches included (what trtexec calls GPU compute time); it excludes
+    Python and the wait for the result. Each call also waits for the end event, and that call's host
+    end-to-end time (``perf_counter_ns`` around record, call and wait) goes to ``host_samples_ms``,
+    so one timed loop gives both figures. torch's legacy default stream is never used: ONNX Runtime
+    treats handle 0 as "no stream" (``stream=None`` creates a new one).
+
+    Example:
+        >>> clock = CudaEventClock()                                     # doctest: +SKIP
+        >>> stats = measure_latency(lambda: runner.run(feeds), clock=clock)  # doctest: +SKIP
+        >>> host = latency_stats(clock.host_samples_ms, clock=HostClock.name)  # doctest: +SKIP
+    """
+
+    name = "cuda events (device)"
+
+    def __init__(self, device: int | str | None = None, stream: Any = None):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EdgecError(
+                "CUDA event timing needs a CUDA GPU, and torch sees none "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'})",
+                hint="use the host clock (the default) or run on a machine with a CUDA GPU",
+            )
+        self._torch = torch
+        self.device = torch.device("cuda" if device is None else device)
+        if self.device.type != "cuda":
+            raise EdgecError(f"CudaEventClock needs a CUDA device, got '{device}'")
+        self.stream = stream if stream is not None else torch.cuda.Stream(self.device)
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+        self.host_samples_ms: list[float] = []
+
+    def time_call(self, fn: Callable[[], object]) -> float:
+        with self._torch.cuda.stream(self.stream):
+            t0 = time.perf_counter_ns()
+            self._start.record(self.stream)
+            fn()
+            self._end.record(self.stream)
+            self._end.synchronize()
+            self.host_samples_ms.append((time.perf_counter_ns() - t0) / 1e6)
+        return float(self._start.elapsed_time(self._end))
 
 
 @dataclass

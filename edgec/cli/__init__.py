@@ -84,6 +84,71 @@ def doctor(
         console.print(render(report))
 
 
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise EdgecError(f"{option} {text!r}: expected comma-separated integers",
+                         hint=f"e.g. {option} 1,8,32") from None
+    if not values:
+        raise EdgecError(f"{option} is empty", hint=f"e.g. {option} 1,8,32")
+    return values
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="Model file: .onnx, .safetensors (edgec model); .plan/.engine (TensorRT) later.")],
+    device: Annotated[str, typer.Option(help="cpu | cuda | jetson.")] = "cpu",
+    runtime: Annotated[str, typer.Option(help="auto | torch | onnxruntime.")] = "auto",
+    batch: Annotated[str, typer.Option(help="Batch sizes to sweep, e.g. 1,8,32.")] = "1",
+    shape: Annotated[Optional[str], typer.Option(help="One sample's input shape without the batch, e.g. 1,28,28.")] = None,
+    deploy: Annotated[Optional[Path], typer.Option(help="deploy.json giving the input shape (default: beside the model).")] = None,
+    energy: Annotated[str, typer.Option(help="auto | off | a meter name (ina3221-hwmon, tegrastats, nvml, rapl...).")] = "auto",
+    providers: Annotated[Optional[str], typer.Option(help="ONNX Runtime providers in order, e.g. tensorrt,cuda,cpu (TensorRT only when named).")] = None,
+    warmup_runs: Annotated[int, typer.Option(help="Warm-up calls (at least).")] = 10,
+    warmup_s: Annotated[float, typer.Option(help="Warm-up seconds (at least).")] = 0.2,
+    min_runs: Annotated[int, typer.Option(help="Timed runs per batch size (at least).")] = 100,
+    min_duration: Annotated[float, typer.Option(help="Timed seconds per batch size (at least).")] = 1.0,
+    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads (ORT) / torch threads.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results file (schema edgec.bench/1).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write latency and power PNGs into this folder.")] = None,
+) -> None:
+    """Latency (and energy) of one model: warm-up, timed runs, percentiles, batch sweep, results JSON."""
+    from edgec.bench.run import BenchConfig, Timing, run_bench
+
+    run_bench(BenchConfig(
+        model, device=device, runtime=runtime, batches=_int_list(batch, "--batch"),
+        shape=_int_list(shape, "--shape") if shape else None, deploy=deploy, energy=energy,
+        providers=tuple(p.strip() for p in providers.split(",") if p.strip()) if providers else None,
+        threads=threads, json_out=json_out, plot_dir=plot,
+        timing=Timing(warmup_runs=warmup_runs, warmup_s=warmup_s, min_runs=min_runs, min_duration_s=min_duration)))
+
+
+@app.command()
+def gate(
+    current: Annotated[str, typer.Argument(help="Results file to check (edgec bench --json, or runs/<name>/results.json).")],
+    baseline: Annotated[str, typer.Option("--baseline", help="Results file to compare against.")],
+    max_latency_regression: Annotated[Optional[str], typer.Option(help="Allowed slowdown, e.g. 5%.")] = None,
+    max_energy_regression: Annotated[Optional[str], typer.Option(help="Allowed J/inference increase, e.g. 10%.")] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Allowed accuracy drop in percentage points.")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Significance level of the test (default 0.01).")] = None,
+    latency: Annotated[Optional[str], typer.Option(help="gate | report-only | off.")] = None,
+    energy: Annotated[Optional[str], typer.Option(help="gate | report-only | off.")] = None,
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Compare results from different machines/settings anyway.")] = False,
+    update_baseline: Annotated[bool, typer.Option("--update-baseline", help="After comparing, write CURRENT over the baseline.")] = False,
+    config: Annotated[Optional[Path], typer.Option(help="Gate config TOML (default: ./.edgec-gate.toml when present).")] = None,
+) -> None:
+    """Compare CURRENT with a baseline: exit 0 pass, 1 real regression, 2 bad input or incomparable files."""
+    from edgec.bench.gate import load_gate_config, run_gate
+
+    settings = load_gate_config(config, max_latency_regression=max_latency_regression,
+                                max_energy_regression=max_energy_regression, max_accuracy_drop=max_accuracy_drop,
+                                alpha=alpha, latency=latency, energy=energy, allow_mismatch=allow_mismatch or None)
+    report = run_gate(current, baseline, settings, update_baseline=update_baseline)
+    if not (report.passed or update_baseline):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point: run the app and map errors to exit codes.
 

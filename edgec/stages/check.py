@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgec.artifacts import StageWork
+from edgec.artifacts import Artifact, StageWork
 from edgec.atomic import atomic_write_json
 from edgec.console import say
 from edgec.errors import VerificationFailed
@@ -15,24 +15,27 @@ from edgec.errors import VerificationFailed
 if TYPE_CHECKING:
     from edgec.pipeline import BuildContext
 
-# Models a build produces: report name -> (stage, file, runtime). "engine" means the engine stage's backend.
-MODELS: dict[str, tuple[str, str, str]] = {
-    "teacher": ("teacher", "teacher.safetensors", "torch"),
-    "student": ("distill", "student.safetensors", "torch"),
-    "student_fp32_onnx": ("export", "model.onnx", "onnxruntime"),
-    "student_int8": ("quantize", "model.int8.onnx", "engine"),
-}
+def model_files(arts: dict[str, Artifact]) -> dict[str, tuple[Path, str, Artifact]]:
+    """The models a build produced: report name -> (file, runtime, artifact holding its params/FLOPs).
+
+    ``student`` is the final FP32 student (pruned when pruning ran); the quantized one is
+    ``student_int8`` (PTQ or QAT, QDQ ONNX) or ``student_lowbit`` (BinaryConnect / SR), run by the
+    engine stage's backend.
+    """
+    student = arts.get("prune") or arts["distill"]
+    out = {"teacher": (arts["teacher"].file("teacher.safetensors"), "torch", arts["teacher"]),
+           "student": (student.file("student.safetensors"), "torch", student),
+           "student_fp32_onnx": (arts["export"].file("model.onnx"), "onnxruntime", student)}
+    q = arts.get("quantize")
+    if q is not None:
+        out[f"student_{q.metrics['kind']}"] = (q.file(q.metrics["file"]), arts["engine"].metrics["backend"], student)
+    return out
 
 
 def built_models(work: StageWork) -> dict[str, tuple[Path, str]]:
     """The models among ``work``'s parents: name -> (file, runtime)."""
-    by_stage = {a.stage: a for a in work.parents}
-    backend = by_stage["engine"].metrics["backend"]
-    out = {}
-    for name, (stage, filename, runtime) in MODELS.items():
-        if stage in by_stage:
-            out[name] = (by_stage[stage].file(filename), backend if runtime == "engine" else runtime)
-    return out
+    files = model_files({a.stage: a for a in work.parents})
+    return {name: (path, runtime) for name, (path, runtime, _) in files.items()}
 
 
 def _open(path: Path, runtime: str, threads: int | None = None):
@@ -59,6 +62,9 @@ def verify(ctx: BuildContext, work: StageWork) -> None:
         say(f"  {name:<18} {runtime:<12} accuracy {acc:.4f} on {len(test.y)} test images")
     work.metrics["models"] = results
     problems = []
+    if "student_lowbit" in preds:  # low-bit weights cost accuracy by design: reported, not gated
+        work.metrics["lowbit_accuracy_drop"] = (results["student_fp32_onnx"]["accuracy"]
+                                                - results["student_lowbit"]["accuracy"])
     if "student_int8" in preds:
         agreement = float((preds["student_int8"] == preds["student_fp32_onnx"]).mean())
         drop = results["student_fp32_onnx"]["accuracy"] - results["student_int8"]["accuracy"]
@@ -84,23 +90,35 @@ def _batch(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def bench(ctx: BuildContext, work: StageWork) -> None:
-    """Latency at batch 1 (p50/p90/p99...) and throughput at ``bench.batch_size`` for every model."""
-    from edgec.bench.timing import bench_runner, cold_start
+    """Latency at batch 1 and ``bench.batch_size`` for every model, by the code `edgec bench` runs.
+
+    Writes ``bench.json``: the results-file fields of the run (machine, settings) and one results
+    ``models`` entry per model; ``edgec.report`` merges it with params/FLOPs/accuracy into
+    ``results.json`` (schema edgec.bench/1) for ``edgec gate``.
+    """
+    from dataclasses import asdict
+
+    from edgec.bench.results import describe_machine
+    from edgec.bench.run import Timing, bench_model
 
     b, x = ctx.recipe.bench, ctx.dataset.test.x
-    timing = dict(warmup_runs=b.warmup_runs, warmup_s=b.warmup_s, min_runs=b.min_runs, min_duration_s=b.min_duration_s)
+    timing = Timing(warmup_runs=b.warmup_runs, warmup_s=b.warmup_s, min_runs=b.min_runs, min_duration_s=b.min_duration_s)
+    batches = sorted({1, b.batch_size})
+    machine, fingerprint, warnings = describe_machine("cpu")
     results = {}
     for name, (path, runtime) in built_models(work).items():
-        cold = cold_start(lambda p=path, r=runtime: _open(p, r, b.threads), x[:1])
-        with _open(path, runtime, b.threads) as runner:
-            lat = bench_runner(runner, _batch(x, 1), batch_size=1, **timing)
-            thr = bench_runner(runner, _batch(x, b.batch_size), batch_size=b.batch_size, **timing)
-            results[name] = {"runtime": runtime, "runner": runner.describe(), "cold_start_ms": cold,
-                             "batch1": lat.to_dict(), f"batch{b.batch_size}": thr.to_dict(include_samples=False),
-                             "throughput_per_s": thr.throughput}
-        say(f"  {name:<18} {runtime:<12} p50 {lat.p50:.3f} ms  p99 {lat.p99:.3f} ms  cv {lat.cv:.1%}  "
-            f"batch {b.batch_size}: {thr.throughput:,.0f}/s")
-    work.metrics["models"] = {k: {"latency_ms": {q: v["batch1"][q] for q in ("p50", "p90", "p99")},
-                                  "throughput_per_s": v["throughput_per_s"], "cv": v["batch1"]["cv"]}
-                              for k, v in results.items()}
-    atomic_write_json(work.path / "bench.json", {"batch_size": b.batch_size, "models": results})
+        entry = bench_model(lambda p=path, r=runtime: _open(p, r, b.threads), lambda n: _batch(x, n), batches, timing,
+                            energy_skipped="edgec build does not measure energy; run `edgec bench --energy auto`")
+        entry["inputs"] = [{"name": "input", "shape": list(x.shape[1:]), "dtype": "float32", "source": "test split"}]
+        results[name] = entry
+        lat, thr = entry["latency"]["1"]["host"], entry["latency"][str(b.batch_size)]["host"]
+        say(f"  {name:<18} {runtime:<12} p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  cv {lat['cv']:.1%}  "
+            f"batch {b.batch_size}: {thr['throughput']:,.0f}/s")
+    work.metrics["models"] = {
+        k: {"latency_ms": {q: v["latency"]["1"]["host"][q] for q in ("p50", "p90", "p99")},
+            "throughput_per_s": v["latency"][str(b.batch_size)]["host"]["throughput"], "cv": v["latency"]["1"]["host"]["cv"]}
+        for k, v in results.items()}
+    settings = {**asdict(timing), "threads": b.threads, "batches": batches, "energy": "off", "runtime": "per model"}
+    atomic_write_json(work.path / "bench.json", {"batch_size": b.batch_size, "device": "cpu", "machine": machine,
+                                                 "machine_fingerprint": fingerprint, "warnings": warnings,
+                                                 "settings": settings, "models": results})
