@@ -49,6 +49,12 @@ def _explain_os_error(exc: OSError, path: Path) -> ArtifactError:
     return ArtifactError(f"could not write {path}: {exc}", hint="check the output folder and the disk")
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is fsynced and renamed to ``path``.
@@ -67,6 +73,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask),
+        # so deployed models and reports are readable by the users and services that ship them.
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())

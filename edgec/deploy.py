@@ -1,7 +1,9 @@
 """The ``deploy/`` folder: what a user ships, servable without edgec.
 
     deploy/model.onnx        FP32 student, dynamic batch
-    deploy/model.int8.onnx   INT8 QDQ student (ONNX Runtime on CPU; TensorRT builds from the same file)
+    deploy/model.int8.onnx   INT8 QDQ student (PTQ or QAT; ONNX Runtime on CPU; TensorRT builds from it)
+    deploy/model.w<b>.onnx + model.w<b>.lowbit.{safetensors,json}   b-bit student (BinaryConnect/SR)
+                             instead of model.int8.onnx: on-grid FP32 weights + packed codes
     deploy/deploy.json       input name/shape/dtype, preprocessing, labels, files' sha256
 
 To serve it: ``x = (pixels * scale - mean[c]) / std[c]`` in NCHW float32, then
@@ -23,14 +25,19 @@ def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name
     """Copy the deployable models into ``out/deploy`` (atomically) and write ``deploy.json``."""
     folder = out / "deploy"
     files = {"model.onnx": arts["export"].file("model.onnx")}
-    if "quantize" in arts:
-        files["model.int8.onnx"] = arts["quantize"].file("model.int8.onnx")
+    q = arts.get("quantize")
+    if q is not None and q.metrics["kind"] == "int8":
+        files["model.int8.onnx"] = q.file(q.metrics["file"])
+    elif q is not None:  # low-bit: ONNX with on-grid weights + packed codes for the kernels
+        for key in ("onnx", "packed", "metadata"):
+            files[q.metrics[key]] = q.file(q.metrics[key])
     for name, src in files.items():
         with atomic_path(folder / name) as tmp:
             shutil.copyfile(src, tmp)
-    stale = folder / "model.int8.onnx"
-    if "quantize" not in arts and stale.exists():  # from an earlier build with quantization on
-        stale.unlink()
+    if folder.is_dir():  # files of an earlier build with other quantization settings
+        for stale in folder.glob("model.*"):
+            if stale.name not in files:
+                stale.unlink()
     io = arts["export"].metrics["io"]
     info = {
         "edgec_version": __version__,
@@ -42,7 +49,7 @@ def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name
         "num_classes": dataset.num_classes,
         "files": {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
                   for name in files},
-        "recommended": "model.int8.onnx" if "quantize" in arts else "model.onnx",
+        "recommended": next((n for n in files if n.endswith(".onnx") and n != "model.onnx"), "model.onnx"),
     }
     atomic_write_json(folder / "deploy.json", info)
     return info

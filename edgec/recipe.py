@@ -81,18 +81,32 @@ class DistillSpec(Section):
 
 
 class PruneSpec(Section):
-    """Pruning (Taylor criterion and friends) arrives with the next issue; only ``enabled: false``
-    is accepted for now, so a recipe that asks for pruning fails loudly instead of silently not
-    pruning."""
+    """Feature-map pruning with physical channel removal (Molchanov et al.; :mod:`edgec.compress.prune`).
+
+    Targets are shares of the *unpruned student* to keep: ``target_flops: 0.5`` = 2x fewer MACs.
+    Fine-tuning between pruning steps uses KD from the teacher when ``distill`` is true.
+    """
 
     enabled: bool = False
+    criterion: Literal["taylor", "weight", "activation", "random"] = "taylor"
+    target_flops: float | None = Field(0.5, gt=0, lt=1)
+    target_params: float | None = Field(None, gt=0, lt=1)
+    max_accuracy_drop: float | None = Field(None, ge=0, lt=1)
+    maps_per_step: int | None = Field(None, ge=1)
+    num_steps: int | None = Field(None, ge=1)
+    finetune_batches: int = Field(30, ge=0)
+    criterion_batches: int = Field(10, ge=1)
+    flops_lambda: float = Field(1e-3, ge=0)
+    round_to: int = Field(1, ge=1)
+    min_channels: int = Field(1, ge=1)
+    distill: bool = True
+    train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=5, lr=1e-3))
 
-    @field_validator("enabled")
-    @classmethod
-    def _not_yet(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("pruning is not available in this edgec version yet; set prune.enabled: false")
-        return v
+    @model_validator(mode="after")
+    def _has_target(self) -> PruneSpec:
+        if self.enabled and self.target_flops is None and self.target_params is None and self.max_accuracy_drop is None:
+            raise ValueError("prune needs a target: target_flops, target_params or max_accuracy_drop")
+        return self
 
 
 class CalibrationSpec(Section):
@@ -103,10 +117,30 @@ class CalibrationSpec(Section):
 
 
 class QuantizeSpec(Section):
+    """How the student becomes a quantized deployable model.
+
+    - ``ptq``: post-training INT8 calibration of the FP32 ONNX (``calibration``) -> QDQ ONNX.
+    - ``qat``: INT8 quantization-aware training (fake quant, STE) -> QDQ ONNX with the learned scales.
+    - ``binaryconnect`` / ``stochastic_rounding`` (Li et al.): ``bits``-bit weights (1 binary,
+      2 ternary, 3..8 uniform) -> FP32 ONNX with quantized weights + packed codes for the kernels.
+    """
+
     enabled: bool = True
-    method: Literal["ptq"] = "ptq"
+    method: Literal["ptq", "qat", "binaryconnect", "stochastic_rounding"] = "ptq"
+    bits: int | None = Field(None, ge=1, le=8)
+    scheme: Literal["binary", "ternary", "uniform"] | None = None
     per_channel: bool = True
+    distill: bool = True  # quantized training: KD from the teacher as the loss
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=5, lr=3e-4))
+
+    @model_validator(mode="after")
+    def _bits(self) -> QuantizeSpec:
+        if self.method in ("ptq", "qat") and self.bits not in (None, 8):
+            raise ValueError(f"quantize.method {self.method} is INT8: bits must be 8 (or left out), got {self.bits}")
+        if self.method in ("binaryconnect", "stochastic_rounding") and self.bits is None:
+            raise ValueError(f"quantize.method {self.method} needs bits (1 = binary, 2 = ternary, 3..8)")
+        return self
 
 
 class ExportSpec(Section):

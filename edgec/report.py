@@ -23,21 +23,17 @@ from edgec.deploy import write_deploy
 if TYPE_CHECKING:
     from edgec.pipeline import BuildContext
 
-# report name -> the stage whose artifact holds the model's params/flops
-_SIZE_FROM = {"teacher": "teacher", "student": "distill", "student_fp32_onnx": "distill", "student_int8": "distill"}
-
-
 def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
     """Assemble ``report.json``'s content from the artifacts' manifests."""
-    from edgec.stages.check import MODELS
+    from edgec.stages.check import model_files
 
     verify = arts["verify"].metrics
     bench = arts["bench"].metrics["models"] if "bench" in arts else {}
+    files = model_files(arts)
     models: dict[str, Any] = {}
     for name, vres in verify["models"].items():
-        stage, filename, _ = MODELS[name]
-        size = arts[_SIZE_FROM[name]].metrics
-        path = arts[stage].file(filename)
+        path, _, size_art = files[name]
+        size = size_art.metrics
         models[name] = {
             "params": size["params"], "flops": size["flops"], "accuracy": vres["accuracy"],
             "latency_ms": bench.get(name, {}).get("latency_ms"),
@@ -48,12 +44,19 @@ def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
         "param_reduction": models["teacher"]["params"] / models["student"]["params"],
         "flop_reduction": models["teacher"]["flops"] / max(models["student"]["flops"], 1),
     }
+    if "prune" in arts:
+        pr = arts["prune"].metrics["prune"]
+        summary["prune"] = {k: pr.get(k) for k in ("criterion", "flops_ratio", "params_ratio")}
     if "student_int8" in models:
         summary["int8_accuracy_drop"] = verify["int8_accuracy_drop"]
         summary["int8_top1_agreement"] = verify["int8_top1_agreement"]
-        if bench:
-            summary["int8_onnx_speedup_vs_teacher_torch"] = (
-                bench["teacher"]["latency_ms"]["p50"] / bench["student_int8"]["latency_ms"]["p50"])
+    if "student_lowbit" in models:
+        summary["lowbit_accuracy_drop"] = verify["lowbit_accuracy_drop"]
+        summary["lowbit_bits"] = arts["quantize"].metrics["bits"]
+    for kind in ("int8", "lowbit"):
+        if f"student_{kind}" in models and bench:
+            summary[f"{kind}_onnx_speedup_vs_teacher_torch"] = (
+                bench["teacher"]["latency_ms"]["p50"] / bench[f"student_{kind}"]["latency_ms"]["p50"])
     return {
         "edgec_version": __version__,
         "recipe": ctx.recipe.model_dump(mode="json"),
@@ -89,6 +92,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "int8_accuracy_drop" in s:
         lines.append(f"- INT8 vs FP32 student: accuracy drop {s['int8_accuracy_drop'] * 100:+.2f} points, "
                      f"top-1 agreement {s['int8_top1_agreement']:.4f}")
+    if "prune" in s:
+        lines.append(f"- pruned ({s['prune']['criterion']}): {s['prune']['flops_ratio']:.2f} of the FLOPs and "
+                     f"{s['prune']['params_ratio']:.2f} of the parameters of the distilled student kept")
+    if "lowbit_accuracy_drop" in s:
+        lines.append(f"- {s['lowbit_bits']}-bit student vs FP32: accuracy drop {s['lowbit_accuracy_drop'] * 100:+.2f} points")
     if "int8_onnx_speedup_vs_teacher_torch" in s:
         lines.append(f"- INT8 student (ONNX Runtime) is **{s['int8_onnx_speedup_vs_teacher_torch']:.1f}x faster** "
                      "than the FP32 teacher (torch) at batch 1 (p50, host wall clock)")
@@ -133,7 +141,10 @@ def render_plot(report: dict[str, Any]) -> bytes:
 
 
 def write_report(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
-    """Write ``deploy/``, ``report.json``, ``report.md`` and ``report.png`` into the run folder."""
+    """Write ``deploy/``, ``report.json``, ``report.md``, ``report.png`` and ``results.json`` (the
+    edgec.bench/1 results file that ``edgec gate`` compares) into the run folder."""
+    from edgec.bench.results import write_build_results
+
     out = ctx.store.root
     report = collect(ctx, arts)
     report["deploy"] = write_deploy(out, arts, ctx.dataset, ctx.recipe.name)
@@ -142,4 +153,5 @@ def write_report(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]
             tmp.write_bytes(render_plot(report))
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_markdown(report))
+    write_build_results(out, report, arts)
     return report

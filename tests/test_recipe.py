@@ -87,9 +87,26 @@ def test_missing_recipe_file():
         load_recipe("no/such/recipe.yaml")
 
 
-def test_pruning_not_silently_ignored():
-    with pytest.raises(RecipeError, match="prune.enabled"):
-        parse_recipe({"edgec": 1, "prune": {"enabled": True}})
+def test_prune_target_ratio_must_be_below_one():
+    with pytest.raises(RecipeError) as e:
+        parse_recipe({"edgec": 1, "prune": {"enabled": True, "target_flops": 1.5}})
+    assert "prune.target_flops" in str(e.value) and "less than 1" in str(e.value)
+
+
+def test_prune_needs_a_target():
+    with pytest.raises(RecipeError, match="prune needs a target"):
+        parse_recipe({"edgec": 1, "prune": {"enabled": True, "target_flops": None}})
+
+
+def test_quantize_bits_checked():
+    with pytest.raises(RecipeError) as e:
+        parse_recipe({"edgec": 1, "quantize": {"method": "binaryconnect", "bits": 0}})
+    assert "quantize.bits" in str(e.value) and "greater than or equal to 1" in str(e.value)
+    with pytest.raises(RecipeError, match="needs bits"):
+        parse_recipe({"edgec": 1, "quantize": {"method": "stochastic_rounding"}})
+    with pytest.raises(RecipeError, match="INT8"):
+        parse_recipe({"edgec": 1, "quantize": {"method": "qat", "bits": 4}})
+    assert parse_recipe({"edgec": 1, "quantize": {"method": "binaryconnect", "bits": 1}}).quantize.bits == 1
 
 
 def test_split_fractions_checked():

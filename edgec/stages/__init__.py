@@ -25,7 +25,7 @@ def parent(work: StageWork, stage: str) -> Artifact:
 
 def run_all(ctx: BuildContext) -> dict[str, Artifact]:
     """Run every stage of ``ctx.recipe`` in order; return the artifacts by stage name."""
-    from edgec.stages import check, convert, train
+    from edgec.stages import check, compress, convert, train
 
     r = ctx.recipe
     ds = ctx.dataset
@@ -37,18 +37,26 @@ def run_all(ctx: BuildContext) -> dict[str, Artifact]:
     arts["distill"] = ctx.stage("distill", {
         "student": r.section("student"), "distill": r.section("distill"), "seed": r.seed,
     }, [arts["teacher"]], train.distill)
-    arts["export"] = ctx.stage("export", {"export": r.section("export")}, [arts["distill"]], convert.export)
+    student = arts["distill"]
+    if r.prune.enabled:
+        student = arts["prune"] = ctx.stage("prune", {"prune": r.section("prune"), "distill_params": r.distill.params,
+                                                      "seed": r.seed}, [student, arts["teacher"]], compress.prune)
+    arts["export"] = ctx.stage("export", {"export": r.section("export")}, [student], convert.export)
     if r.quantize.enabled:
-        arts["quantize"] = ctx.stage("quantize", {"quantize": r.section("quantize"), "seed": r.seed},
-                                     [arts["export"]], convert.quantize)
+        # Quantized training reads the FP32 student (and the teacher for KD); PTQ reads the ONNX.
+        arts["quantize"] = ctx.stage("quantize", {"quantize": r.section("quantize"), "export": r.section("export"),
+                                                  "distill_params": r.distill.params, "seed": r.seed},
+                                     [arts["export"], student, arts["teacher"]], convert.quantize)
     deployed = arts.get("quantize", arts["export"])
     arts["engine"] = ctx.stage("engine", {"engine": r.section("engine"), "backend": convert.resolve_backend(r.engine.backend)},
                                [deployed], convert.engine)
-    models = [arts[s] for s in ("teacher", "distill", "export", "quantize") if s in arts]
+    models = [arts[s] for s in ("teacher", "distill", "prune", "export", "quantize") if s in arts]
     arts["verify"] = ctx.stage("verify", {"verify": r.section("verify")}, [*models, arts["engine"]], check.verify)
     if r.bench.enabled:
         # Latency belongs to a machine: benchmark again on another one.
         machine = {"node": platform.node(), "cpu": platform.processor() or platform.machine()}
-        arts["bench"] = ctx.stage("bench", {"bench": r.section("bench"), "machine": machine},
+        from edgec.bench.results import SCHEMA
+
+        arts["bench"] = ctx.stage("bench", {"bench": r.section("bench"), "machine": machine, "results_schema": SCHEMA},
                                   [*models, arts["engine"]], check.bench)
     return arts

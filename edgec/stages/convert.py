@@ -20,10 +20,10 @@ def export(ctx: BuildContext, work: StageWork) -> None:
     """Student -> FP32 ONNX (dynamic batch), full ONNX check, parity against torch on test inputs."""
     from edgec.export.onnx import check_parity, describe_io, export_onnx
     from edgec.models import load_model
-    from edgec.stages import parent
+    from edgec.stages.compress import STUDENT, student_parent
 
     spec_x = ctx.recipe.export
-    model, _ = load_model(parent(work, "distill").file("student.safetensors"))
+    model, _ = load_model(student_parent(work).file(STUDENT))
     onnx_path = export_onnx(model, ctx.dataset.input_shape, work.path / "model.onnx", opset=spec_x.opset,
                             dynamic_batch=spec_x.dynamic_batch, exporter=spec_x.exporter)
     # Values must match within atol/rtol; top-1 may flip only where two logits are within that noise.
@@ -34,7 +34,20 @@ def export(ctx: BuildContext, work: StageWork) -> None:
 
 
 def quantize(ctx: BuildContext, work: StageWork) -> None:
-    """FP32 ONNX -> INT8 QDQ ONNX by post-training calibration on training images; TensorRT-checked."""
+    """The quantized deployable model: PTQ of the FP32 ONNX, or quantized training (QAT, BC, SR).
+
+    Records ``kind`` ("int8" | "lowbit") and ``file`` (the ONNX to deploy) in the metrics.
+    """
+    if ctx.recipe.quantize.method == "ptq":
+        _post_training(ctx, work)
+    else:
+        from edgec.stages.compress import quantized_training
+
+        quantized_training(ctx, work)
+
+
+def _post_training(ctx: BuildContext, work: StageWork) -> None:
+    """FP32 ONNX -> INT8 QDQ ONNX by calibration on training images; TensorRT-checked."""
     from edgec.compress.calibrate import select_calibration_samples
     from edgec.compress.quantize import quantize_qdq
     from edgec.export.qdq import assert_tensorrt_qdq, qdq_summary
@@ -46,7 +59,8 @@ def quantize(ctx: BuildContext, work: StageWork) -> None:
                        method=q.calibration.method, percentile=q.calibration.percentile,
                        per_channel=q.per_channel, batch_size=q.calibration.batch_size)
     assert_tensorrt_qdq(out)
-    work.metrics.update(qdq=qdq_summary(out), calibration=q.calibration.model_dump())
+    work.metrics.update(kind="int8", file=out.name, method="ptq", bits=8, qdq=qdq_summary(out),
+                        calibration=q.calibration.model_dump())
 
 
 def resolve_backend(requested: str) -> str:
@@ -74,7 +88,7 @@ def engine(ctx: BuildContext, work: StageWork) -> None:
     from edgec.runtimes import open_runner
 
     (src,) = work.parents
-    name = "model.int8.onnx" if src.stage == "quantize" else "model.onnx"
+    name = src.metrics["file"] if src.stage == "quantize" else "model.onnx"
     model_file = src.file(name)
     backend = resolve_backend(ctx.recipe.engine.backend)
     options = {"intra_op_threads": ctx.recipe.engine.intra_op_threads} if ctx.recipe.engine.intra_op_threads else {}

@@ -55,6 +55,11 @@ def _save(ctx: BuildContext, work: StageWork, model, spec, filename: str, result
         work.metrics["training"] = result.to_dict()
 
 
+def save_student(ctx: BuildContext, work: StageWork, model, spec, result=None) -> None:
+    """Save the FP32 student of a stage (distill, prune) as ``student.safetensors`` with its metrics."""
+    _save(ctx, work, model, spec, "student.safetensors", result)
+
+
 def teacher(ctx: BuildContext, work: StageWork) -> None:
     """Train the teacher on the recipe's data, or load ``teacher.weights`` (safetensors / .pt, weights only)."""
     from edgec.models import load_state_dict_file
@@ -99,4 +104,4 @@ def distill(ctx: BuildContext, work: StageWork) -> None:
                              method_params=dict(r.distill.params), workdir=work.path, progress=ctx.progress)
     else:
         result = fit(student, train, val, cfg, workdir=work.path, description="student", progress=ctx.progress)
-    _save(ctx, work, result.model.eval(), spec, "student.safetensors", result)
+    save_student(ctx, work, result.model.eval(), spec, result)

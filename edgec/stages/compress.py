@@ -1,0 +1,81 @@
+"""Compression stages beyond distillation: ``prune`` (channels removed for real) and the
+quantized-training branches of ``quantize`` (INT8 QAT, BinaryConnect, stochastic rounding)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgec.artifacts import Artifact, StageWork
+from edgec.console import say
+from edgec.stages.train import CHECKPOINT, save_student, train_config
+
+if TYPE_CHECKING:
+    from edgec.pipeline import BuildContext
+
+STUDENT = "student.safetensors"
+
+
+def student_parent(work: StageWork) -> Artifact:
+    """The parent holding the FP32 student (``prune`` when pruning ran, else ``distill``)."""
+    by_stage = {a.stage: a for a in work.parents}
+    return by_stage.get("prune") or by_stage["distill"]
+
+
+def _kd_loss(ctx: BuildContext, work: StageWork, student):
+    """The recipe's logit-KD loss against the teacher, for fine-tuning a compressed student."""
+    from edgec.compress.distill import make_distill_method
+    from edgec.models import load_model
+    from edgec.stages import parent
+
+    teacher, _ = load_model(parent(work, "teacher").file("teacher.safetensors"))
+    params = {k: v for k, v in ctx.recipe.distill.params.items() if k in ("temperature", "alpha")}
+    return make_distill_method("kd", teacher, student, **params).loss_fn()
+
+
+def prune(ctx: BuildContext, work: StageWork) -> None:
+    """Iteratively prune the distilled student's feature maps and remove them physically."""
+    from edgec.compress.prune import prune as run_prune
+    from edgec.models import load_model
+
+    p, ds = ctx.recipe.prune, ctx.dataset
+    student, spec = load_model(student_parent(work).file(STUDENT))
+    loss_fn = _kd_loss(ctx, work, student) if p.distill else None
+    result = run_prune(student, spec, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), criterion=p.criterion,
+                       target_flops=p.target_flops, target_params=p.target_params,
+                       max_accuracy_drop=p.max_accuracy_drop, maps_per_step=p.maps_per_step,
+                       num_steps=p.num_steps, finetune_batches=p.finetune_batches,
+                       criterion_batches=p.criterion_batches, flops_lambda=p.flops_lambda, round_to=p.round_to,
+                       min_channels=p.min_channels, config=train_config(p.train, ctx.recipe.seed),
+                       loss_fn=loss_fn, seed=ctx.recipe.seed, progress=ctx.progress)
+    save_student(ctx, work, result.model.eval(), result.spec)
+    work.metrics["prune"] = result.report
+    say(f"  pruned: {result.report.get('flops_ratio', 0):.2f} of the FLOPs and "
+        f"{result.report.get('params_ratio', 0):.2f} of the parameters kept")
+
+
+def quantized_training(ctx: BuildContext, work: StageWork) -> None:
+    """Train the FP32 student with quantized weights (``quantize.method`` qat / BC / SR) and export it
+    through :func:`edgec.compress.deploy_quantized.quantize_for_deployment`.
+
+    INT8 QAT -> ``model.int8.onnx`` (QDQ, learned scales, checked against the fake-quant model).
+    BC / SR  -> ``model.w<bits>.onnx`` (weights exactly ``scale * code``) + ``.lowbit.safetensors``
+    (packed codes for the low-bit kernels) + ``.lowbit.json``.
+    """
+    from edgec.compress.deploy_quantized import quantize_for_deployment
+    from edgec.models import load_model
+
+    q, ds, r = ctx.recipe.quantize, ctx.dataset, ctx.recipe
+    student, _ = load_model(student_parent(work).file(STUDENT))
+    work.scratch.add(CHECKPOINT)
+    art = quantize_for_deployment(
+        student, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), work.path, ds.input_shape,
+        method=q.method, bits=q.bits, scheme=q.scheme, config=train_config(q.train, r.seed),
+        exporter=None if q.method == "qat" else r.export.exporter, stem="model", workdir=work.path,
+        progress=ctx.progress, loss_fn=_kd_loss(ctx, work, student) if q.distill else None)
+    info = art.to_dict()
+    for key in ("onnx", "packed", "metadata"):  # absolute paths into the .work folder -> file names
+        info[key] = Path(info[key]).name if info[key] else None
+    work.metrics.update(info, kind="int8" if q.method == "qat" else "lowbit", file=info["onnx"])
+    say(f"  {q.method} ({art.bits}-bit): val accuracy {art.val_accuracy:.4f}; "
+        f"ONNX vs torch top-1 agreement {art.verification.get('top1_agreement', float('nan')):.4f}")
