@@ -22,13 +22,14 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from torch import nn
 
 from edgec.errors import ModelError
 from edgec.models.blocks import (ConvClassifier, can_pool, classifier_head, conv_bn_relu, halve,
                                  middle_name)
+from edgec.models.channels import resolve_channels
 from edgec.models.registry import is_int, check_int, register_model
 
 
@@ -40,14 +41,16 @@ def _check_widths(widths: object) -> tuple[int, ...]:
     return tuple(int(w) for w in widths)
 
 
-@register_model("fitnet")
+@register_model("fitnet", optional=("channels",))
 def fitnet(in_channels: int, num_classes: int, input_size: tuple[int, int],
            widths: Sequence[int] = (8, 16, 32), convs_per_stage: int = 3,
-           fc: int = 0) -> ConvClassifier:
+           fc: int = 0, channels: Mapping[str, int] | None = None) -> ConvClassifier:
     """FitNets-style thin-and-deep student: stages of 3x3 conv-BN-ReLU with max-pooling between.
 
     ``widths`` gives one channel count per stage, ``convs_per_stage`` the depth of each stage
     and ``fc`` an optional hidden classifier width (0 = global pool straight into the output).
+    ``channels`` overrides single convs' output widths by name (``{"features.stage2.conv3": 9}``;
+    see :mod:`edgec.models.channels`), as channel pruning leaves them.
 
     Example:
         >>> fitnet(1, 10, (8, 8), widths=(16, 32, 64)).guided_layer_default
@@ -57,11 +60,16 @@ def fitnet(in_channels: int, num_classes: int, input_size: tuple[int, int],
     convs_per_stage = check_int("fitnet", "convs_per_stage", convs_per_stage)
     fc = check_int("fitnet", "fc", fc, minimum=0)
 
+    conv_widths = resolve_channels("fitnet", {f"features.stage{s}.conv{k}": w
+                                              for s, w in enumerate(widths, start=1)
+                                              for k in range(1, convs_per_stage + 1)}, channels)
+
     stages: list[tuple[str, nn.Module]] = []
     size, ch = input_size, in_channels
-    for s, out_ch in enumerate(widths, start=1):
+    for s in range(1, len(widths) + 1):
         layers: list[tuple[str, nn.Module]] = []
         for k in range(1, convs_per_stage + 1):
+            out_ch = conv_widths[f"features.stage{s}.conv{k}"]
             layers += conv_bn_relu(ch, out_ch, index=k)
             ch = out_ch
         # Pool *between* stages only: the last stage feeds the global average pool directly.

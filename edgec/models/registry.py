@@ -38,6 +38,9 @@ class _Entry:
     factory: Factory
     description: str
     defaults: dict[str, Any]
+    # Params that default to None and are left out of model_params() and of a spec when unset
+    # (e.g. ``channels``, written by pruning): specs of unpruned models stay as they were.
+    optional: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -53,11 +56,14 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{best}'?)" if best else ""
 
 
-def register_model(name: str) -> Callable[[Factory], Factory]:
+def register_model(name: str, optional: tuple[str, ...] = ()) -> Callable[[Factory], Factory]:
     """Decorator that registers a model factory under ``name``.
 
     The factory's first three parameters must be ``in_channels, num_classes, input_size``; every
     other parameter must have a default (those defaults are what :func:`model_params` reports).
+    ``optional`` names params that default to ``None`` and are accepted but not reported by
+    :func:`model_params` (nor stored in a :class:`ModelSpec` while unset), such as the per-layer
+    ``channels`` that channel pruning writes.
 
     Example:
         >>> @register_model("my_net")
@@ -81,9 +87,13 @@ def register_model(name: str) -> Callable[[Factory], Factory]:
                     p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 raise TypeError(f"factory for '{name}': param '{p.name}' needs a default value")
             defaults[p.name] = p.default
+        for opt in optional:
+            if defaults.get(opt, ...) is not None:
+                raise TypeError(f"factory for '{name}': optional param '{opt}' must default to None")
+            del defaults[opt]
         doc = inspect.getdoc(factory) or ""
         description = doc.strip().splitlines()[0] if doc.strip() else name
-        _REGISTRY[name] = _Entry(factory, description, defaults)
+        _REGISTRY[name] = _Entry(factory, description, defaults, tuple(optional))
         return factory
 
     return decorate
@@ -120,13 +130,24 @@ def model_params(name: str) -> dict[str, object]:
     return dict(_entry(name).defaults)
 
 
+def optional_params(name: str) -> tuple[str, ...]:
+    """The optional params of family ``name`` (accepted, default None, not in model_params).
+
+    Example:
+        >>> optional_params("fitnet")
+        ('channels',)
+    """
+    return _entry(name).optional
+
+
 def check_params(name: str, params: dict[str, Any]) -> None:
     """Raise :class:`ModelError` if ``params`` has a key the family ``name`` does not accept.
 
     Example:
         >>> check_params("fitnet", {"widths": (8, 16)})   # fine
     """
-    accepted = _entry(name).defaults
+    entry = _entry(name)
+    accepted = [*entry.defaults, *entry.optional]
     for key in params:
         if key not in accepted:
             raise ModelError(

@@ -24,7 +24,7 @@ from torch import nn
 
 from edgec.errors import ModelError
 from edgec.models.registry import (check_int, check_params, create_model, model_params,
-                                   normalize_input_size)
+                                   normalize_input_size, optional_params)
 
 SPEC_VERSION = 1
 _FIELDS = ("name", "params", "in_channels", "num_classes", "input_size")
@@ -60,7 +60,11 @@ class ModelSpec:
         self.in_channels = check_int(self.name, "in_channels", self.in_channels)
         self.num_classes = check_int(self.name, "num_classes", self.num_classes)
         self.input_size = normalize_input_size(self.input_size)
-        self.params = _json_normalized(self.name, {**model_params(self.name), **self.params})
+        # An unset optional param (e.g. channels=None) is dropped, so the spec (and the stage keys
+        # hashed from it) of an unpruned model is the same whether or not it was written out.
+        optional = optional_params(self.name)
+        given = {k: v for k, v in self.params.items() if not (k in optional and v is None)}
+        self.params = _json_normalized(self.name, {**model_params(self.name), **given})
 
     def build(self) -> nn.Module:
         """Build a fresh, randomly initialised model of this spec.

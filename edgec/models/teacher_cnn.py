@@ -18,22 +18,27 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 
 from torch import nn
 
 from edgec.models.blocks import (ConvClassifier, can_pool, check_dropout, classifier_head,
                                  conv_bn_relu, halve, middle_name)
+from edgec.models.channels import resolve_channels
 from edgec.models.registry import check_int, register_model
 
 
-@register_model("teacher_cnn")
+@register_model("teacher_cnn", optional=("channels",))
 def teacher_cnn(in_channels: int, num_classes: int, input_size: tuple[int, int], width: int = 32,
                 depth: int = 3, fc: int = 128, dropout: float = 0.0,
-                convs_per_block: int = 2) -> ConvClassifier:
+                convs_per_block: int = 2,
+                channels: Mapping[str, int] | None = None) -> ConvClassifier:
     """VGG-like teacher: blocks of 3x3 conv-BN-ReLU with widths width, 2*width, 4*width, ...
 
     ``depth`` is the number of blocks, ``convs_per_block`` the convs in each, ``fc`` the hidden
-    classifier width (0 = none) and ``dropout`` the dropout before the last Linear.
+    classifier width (0 = none) and ``dropout`` the dropout before the last Linear. ``channels``
+    overrides single convs' output widths by name (``{"features.block1.conv2": 20}``; see
+    :mod:`edgec.models.channels`), as channel pruning leaves them.
 
     Example:
         >>> teacher_cnn(1, 10, (8, 8)).hint_layer_default
@@ -46,12 +51,16 @@ def teacher_cnn(in_channels: int, num_classes: int, input_size: tuple[int, int],
     convs_per_block = check_int(name, "convs_per_block", convs_per_block)
     dropout = check_dropout(name, dropout)
 
+    widths = resolve_channels(name, {f"features.block{b}.conv{k}": width * 2 ** (b - 1)
+                                     for b in range(1, depth + 1)
+                                     for k in range(1, convs_per_block + 1)}, channels)
+
     blocks: list[tuple[str, nn.Module]] = []
     size, ch = input_size, in_channels
     for b in range(1, depth + 1):
-        out_ch = width * 2 ** (b - 1)
         layers: list[tuple[str, nn.Module]] = []
         for k in range(1, convs_per_block + 1):
+            out_ch = widths[f"features.block{b}.conv{k}"]
             layers += conv_bn_relu(ch, out_ch, index=k)
             ch = out_ch
         if can_pool(size):
