@@ -203,7 +203,7 @@ def test_a_registered_multi_stage_method_runs_its_stages_in_order(teacher, tmp_p
                      workdir=tmp_path, progress=False)
     steps = 6  # 192 samples / 32
     assert calls == ["warmup"] * steps + ["kd"] * steps * CFG.epochs
-    assert torch.load(tmp_path / "warmup" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "checkpoint-warmup.pt", weights_only=True)["epoch"] == 1
     assert len(result.history) == CFG.epochs
     with pytest.raises(RecipeError, match="warmup_epochs"):
         make_distill_method("two_stage", teacher, make_student(), warmup=2)
