@@ -7,6 +7,7 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 
 from edgec.export.qdq import qdq_problems
@@ -66,3 +67,24 @@ def test_binaryconnect_deploys_packed_weights(tmp_path):
     # Every low-bit layer's ONNX weight is exactly scale * (+-1): at most 2 distinct |values| per row.
     meta = json.loads((deploy / "model.w1.lowbit.json").read_text())
     assert meta["format"] == "edgec.lowbit/1" and meta["layers"]
+
+
+def test_fitnets_distillation_stage(tmp_path):
+    recipe = write_recipe(tmp_path, distill={"method": "fitnets", "params": {"hint_epochs": 1, "temperature": 3.0},
+                                             "train": {"epochs": 2}},
+                          quantize={"enabled": False}, bench={"enabled": False})
+    result = build(recipe, out=tmp_path / "run", progress=False)
+    distill = result.artifacts["distill"]
+    assert set(distill.manifest["files"]) == {"student.safetensors"}  # hint/KD checkpoints not published
+    assert not list(distill.path.glob("checkpoint*"))
+    assert result.report["models"]["student"]["accuracy"] > 0.25  # 4 classes: better than chance
+
+
+def test_unknown_hint_layer_fails_clearly(tmp_path):
+    from edgec.errors import RecipeError
+
+    recipe = write_recipe(tmp_path, distill={"method": "fitnets", "params": {"hint_layer": "features.blok2"},
+                                             "train": {"epochs": 1}})
+    with pytest.raises(RecipeError) as e:
+        build(recipe, out=tmp_path / "run", progress=False)
+    assert "features.blok2" in str(e.value) and "features.block2" in str(e.value)
