@@ -149,6 +149,38 @@ def gate(
         raise typer.Exit(1)
 
 
+kernels_app = typer.Typer(name="kernels", no_args_is_help=True, help="edgec's custom CUDA kernels.")
+app.add_typer(kernels_app)
+
+
+@kernels_app.command("check")
+def kernels_check(
+    arch: Annotated[Optional[list[str]], typer.Option("--arch", help="Target arch, repeatable (default: sm_87, sm_86, sm_90).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable rows on stdout.")] = False,
+) -> None:
+    """Compile every kernel with nvcc for the target archs (no GPU needed); report registers and spills.
+
+    Exits 1 when a kernel spills to local memory.
+    """
+    from rich.table import Table
+
+    from edgec.kernels.loader import DEFAULT_ARCHS, check_all
+
+    rows = check_all(tuple(arch) if arch else DEFAULT_ARCHS)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        table = Table(title="edgec kernels check (nvcc -cubin -Xptxas -v)")
+        for col in ("kernel", "arch", "registers", "spills (B)", "smem (B)", "ok"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["kernel"], r["arch"], str(r["registers"]), str(r["spills"]), str(r["smem"]),
+                          "[green]ok[/]" if r["ok"] else "[red]SPILLS[/]")
+        console.print(table)
+    if not all(r["ok"] for r in rows):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point: run the app and map errors to exit codes.
 
