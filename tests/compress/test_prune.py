@@ -17,13 +17,7 @@ from edgec.train import TrainConfig, evaluate, fit, set_seed
 SPEC = ModelSpec("teacher_cnn", {"width": 12, "depth": 2, "fc": 16}, 1, 10, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: one thread is several times faster than two on a busy shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,7 @@ from edgec.errors import ModelError, RecipeError
 from edgec.train import TrainConfig, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models train fastest on one thread; on a busy 2-core machine two threads spin against
-    # each other (10-20x slower). Restored afterwards for the other test modules.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_cnn() -> nn.Module:
