@@ -100,7 +100,9 @@ class PruneSpec(Section):
     round_to: int = Field(1, ge=1)
     min_channels: int = Field(1, ge=1)
     distill: bool = True
-    train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=5, lr=1e-3))
+    # SGD, not Adam: layers change shape at every step, so each step starts a fresh optimizer, and
+    # Adam's first updates move every weight (measured: ~1.3 points worse at 2x on MNIST).
+    train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=5, optimizer="sgd", lr=1e-2, momentum=0.9))
 
     @model_validator(mode="after")
     def _has_target(self) -> PruneSpec:

@@ -19,8 +19,9 @@ divided by their l2 norm) and Sec. 2.4's FLOPs regularisation, ``score - lambda 
 with lambda = 1e-3 by default as in the paper. Theta_flops of a map is the cost of computing it,
 counted like the paper's appendix for a sliding-window convolution, ``2*H*W*(C_in*K^2 + 1)``
 FLOPs (multiply + add per MAC, +1 for the bias that BN folds into), summed over the convs that
-produce the map and **expressed in MFLOPs (1e6 FLOPs)**, the unit in which the paper's VGG-16
-values come out (e.g. 57.8 for conv1_2 at 224x224). On small inputs the term is therefore small
+produce the map and **expressed in MFLOPs (1e6 FLOPs)**: the VGG-16 values quoted from the
+paper's appendix (jacobgil/pytorch-pruning issue #10: 57.8 for conv1_2, 1.8 for conv5_x) are this
+count for one map in that unit. On small inputs the term is therefore small
 (a 28x28 MNIST CNN's maps cost < 1 MFLOP); raise lambda to make it matter there.
 
 Example:
