@@ -116,6 +116,28 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     return target
 
 
+# Node metadata the dynamo exporter writes that holds the *building machine's* absolute source
+# paths: it leaks the user's directory layout into shipped models and makes the same model export
+# to different bytes on different machines (so builds could not be compared byte for byte).
+_MACHINE_SPECIFIC_METADATA = ("pkg.torch.onnx.stack_trace",)
+
+
+def _strip_stack_traces(path: Path) -> None:
+    """Remove machine-specific node metadata (see above) from an exported file, in place."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graphs = [model.graph, *(f for f in model.functions)]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            keep = [p for p in node.metadata_props if p.key not in _MACHINE_SPECIFIC_METADATA]
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+            graphs.extend(a.g for a in node.attribute if a.HasField("g"))
+    onnx.save(model, str(path))
+
+
 def _run_exporter(model: nn.Module, x: torch.Tensor, tmp: Path, exporter: str, opset: int,
                   dynamic_batch: bool, input_name: str, output_name: str) -> None:
     import torch
@@ -130,6 +152,7 @@ def _run_exporter(model: nn.Module, x: torch.Tensor, tmp: Path, exporter: str, o
                 # torch.onnx.export(f=...) defaults to external_data=True (weights in "<f>.data");
                 # ONNXProgram.save(external_data=False) writes one file (unless > 2 GB, see below).
                 program.save(str(tmp), external_data=False)
+                _strip_stack_traces(tmp)
             else:
                 dyn_axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
                 torch.onnx.export(model, (x,), str(tmp), dynamo=False, input_names=[input_name],

@@ -175,3 +175,19 @@ def test_external_data_beside_the_model_loads(tmp_path):
     np.testing.assert_array_equal(numpy_helper.to_array(loaded.graph.initializer[0]), np.full((2, 2), 3.0))
     y = ort_session(path).run(None, {"x": np.ones((2, 2), np.float32)})[0]
     np.testing.assert_array_equal(y, np.full((2, 2), 4.0))
+
+
+def test_dynamo_export_holds_no_build_paths(tmp_path):
+    """The same model must export to the same bytes wherever it is built (no source paths inside)."""
+    import torch
+    from torch import nn
+
+    from edgec.export.onnx import export_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    a = export_onnx(model, (1, 8, 8), tmp_path / "a.onnx", exporter="dynamo")
+    data = a.read_bytes()
+    assert b"stack_trace" not in data and b"/edgec/" not in data and str(tmp_path).encode() not in data
+    b = export_onnx(model, (1, 8, 8), tmp_path / "b.onnx", exporter="dynamo")
+    assert b.read_bytes() == data
