@@ -76,7 +76,7 @@ class StudentSpec(ModelSection):
 class DistillSpec(Section):
     enabled: bool = True
     method: str = "kd"
-    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 4.0, "alpha": 0.9})
+    params: dict[str, Any] = Field(default_factory=dict)  # each method's own defaults (kd: T=4, alpha=0.9)
     train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=20))
 
 

@@ -112,3 +112,8 @@ def test_quantize_bits_checked():
 def test_split_fractions_checked():
     with pytest.raises(RecipeError, match="less than 10%"):
         parse_recipe({"edgec": 1, "data": {"val_fraction": 0.5, "test_fraction": 0.45}})
+
+
+def test_distill_methods_get_their_own_defaults():
+    r = parse_recipe({"edgec": 1, "distill": {"method": "fitnets"}})
+    assert r.distill.params == {}  # not kd's temperature/alpha, which fitnets does not take
