@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -51,6 +52,16 @@ def _build(spec: dict[str, Any], ds: Any, seed: int) -> torch.nn.Module:
     set_seed(seed)
     return create_model(spec["name"], in_channels=ds.input_shape[0], num_classes=ds.num_classes,
                         input_size=tuple(ds.input_shape[1:]), **spec["params"])
+
+
+def _cpu_model() -> str:
+    try:  # Linux; platform.processor() is often empty there
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def run(quick: bool, data_dir: Path | None, seed: int = 0) -> dict:
@@ -103,7 +114,7 @@ def run(quick: bool, data_dir: Path | None, seed: int = 0) -> dict:
         "teacher": {**teacher_row, "paper_error": PAPER_MNIST_ERROR["teacher"]},
         "student_params": s_params, "param_ratio": teacher_row["params"] / s_params,
         "students": students,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+        "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cores": os.cpu_count(),
                     "torch": torch.__version__, "threads": torch.get_num_threads()},
     }
 

@@ -145,7 +145,8 @@ def make_regressor(guided_shape: Sequence[int], hint_shape: Sequence[int], relu:
     """
     g, h = tuple(guided_shape), tuple(hint_shape)
     if len(g) == 3 and len(h) == 3:
-        layers: list[tuple[str, nn.Module]] = [("conv", nn.Conv2d(g[0], h[0], regressor_kernel(g[1:], h[1:])))]
+        conv = nn.Conv2d(g[0], h[0], regressor_kernel(g[1:], h[1:]))  # valid: no padding
+        layers: list[tuple[str, nn.Module]] = [("conv", conv)]
     elif len(g) == 1 and len(h) == 1:
         layers = [("linear", nn.Linear(g[0], h[0]))]
     else:
