@@ -66,9 +66,12 @@ def quantized_training(ctx: BuildContext, work: StageWork) -> None:
     from edgec.compress.deploy_quantized import quantize_for_deployment
     from edgec.models import load_model
 
+    from edgec.train import set_seed
+
     q, ds, r = ctx.recipe.quantize, ctx.dataset, ctx.recipe
     student, _ = load_model(student_parent(work).file(STUDENT))
     work.scratch.add(CHECKPOINT)
+    set_seed(r.seed)  # SR rounds the initial weights stochastically before training starts
     art = quantize_for_deployment(
         student, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), work.path, ds.input_shape,
         method=q.method, bits=q.bits, scheme=q.scheme, config=train_config(q.train, r.seed),

@@ -41,6 +41,15 @@ def _spec(ctx: BuildContext, section):
                      num_classes=ds.num_classes, input_size=tuple(ds.input_shape[1:]))
 
 
+def build_seeded(ctx: BuildContext, spec):
+    """``spec.build()`` with torch seeded from the recipe first: a model's initial weights must not
+    depend on the process it happens to be built in (else two builds of one recipe differ)."""
+    from edgec.train import set_seed
+
+    set_seed(ctx.recipe.seed)
+    return spec.build()
+
+
 def _save(ctx: BuildContext, work: StageWork, model, spec, filename: str, result=None) -> None:
     from edgec.models import count_flops, count_params, save_model
     from edgec.train import evaluate
@@ -67,7 +76,7 @@ def teacher(ctx: BuildContext, work: StageWork) -> None:
 
     r, ds = ctx.recipe, ctx.dataset
     spec = _spec(ctx, r.teacher)
-    model = spec.build()
+    model = build_seeded(ctx, spec)
     result = None
     if r.teacher.weights:
         state = load_state_dict_file(r.teacher.weights)
@@ -94,7 +103,7 @@ def distill(ctx: BuildContext, work: StageWork) -> None:
 
     r, ds = ctx.recipe, ctx.dataset
     spec = _spec(ctx, r.student)
-    student = spec.build()
+    student = build_seeded(ctx, spec)
     cfg = train_config(r.distill.train, r.seed)
     work.scratch.add(CHECKPOINT)
     train, val = (ds.train.x, ds.train.y), (ds.val.x, ds.val.y)
