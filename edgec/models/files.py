@@ -61,6 +61,27 @@ def _compare(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) ->
     return problems
 
 
+def canonicalize_safetensors_header(path: str | Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys, in place.
+
+    safetensors serialises the ``__metadata__`` map in hash order, which changes from process to
+    process, so the same model saved twice gave different bytes (and different cache keys for every
+    stage after it). Sorting keeps the header's length, so the tensor data and offsets are untouched.
+    """
+    import json
+    import struct
+
+    with open(path, "r+b") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        raw = fh.read(n)
+        header = json.loads(raw)
+        canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(canonical) > n:  # never happens for safetensors' compact JSON; refuse rather than corrupt
+            raise ValueError(f"canonical safetensors header longer than the original ({len(canonical)} > {n})")
+        fh.seek(8)
+        fh.write(canonical + b" " * (n - len(canonical)))  # safetensors pads its header with spaces
+
+
 def save_model(model: nn.Module, spec: ModelSpec, path: str | Path,
                metadata: dict[str, str] | None = None) -> Path:
     """Write ``model``'s weights and ``spec`` to one ``.safetensors`` file, atomically.
@@ -96,6 +117,7 @@ def save_model(model: nn.Module, spec: ModelSpec, path: str | Path,
               VERSION_KEY: edgec.__version__}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=header)
+        canonicalize_safetensors_header(tmp)
     return path
 
 
