@@ -25,13 +25,10 @@ from pathlib import Path
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name, as `edgec bench` records it."""
+    from edgec.bench.machine import cpu_info
+
+    return cpu_info()["model"] or platform.machine()
 
 
 def main() -> int:

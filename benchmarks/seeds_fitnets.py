@@ -55,13 +55,10 @@ def _build(spec: dict[str, Any], ds: Any, seed: int) -> torch.nn.Module:
 
 
 def _cpu_model() -> str:
-    try:  # Linux; platform.processor() is often empty there
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name, as `edgec bench` records it."""
+    from edgec.bench.machine import cpu_info
+
+    return cpu_info()["model"] or platform.machine()
 
 
 def run(quick: bool, data_dir: Path | None, seed: int = 0) -> dict:

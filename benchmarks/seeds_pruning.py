@@ -41,13 +41,10 @@ QUICK = {"limit": 3000, "epochs": 4, "num_steps": 4, "finetune_batches": 20,
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name, as `edgec bench` records it."""
+    from edgec.bench.machine import cpu_info
+
+    return cpu_info()["model"] or platform.machine()
 
 
 def damage(report: dict[str, Any]) -> list[float]:
