@@ -13,18 +13,7 @@ from edgec.compress.distill import (DistillMethod, DistillStage, LogitKD, distil
                                     make_distill_method, register_distill_method)
 from edgec.errors import ModelError, RecipeError
 from edgec.train import TrainConfig, evaluate, fit, set_seed
-
-K = 3
-
-
-def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """K separable Gaussian blobs in 16-d, as (n, 1, 4, 4) float32 images + int64 labels."""
-    centers = np.random.default_rng(1234).normal(0, 1.5, (K, 16))
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, K, n)
-    x = centers[y] + rng.normal(0, 1, (n, 16))
-    return x.reshape(n, 1, 4, 4).astype(np.float32), y.astype(np.int64)
-
+from tests.tiny_models import K, blobs
 
 TRAIN, VAL = blobs(192, 1), blobs(96, 2)
 CFG = TrainConfig(epochs=4, batch_size=32, lr=1e-2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -15,20 +14,10 @@ from edgec.compress.qat import after_quantized_step, finalize, prepare_qat, quan
 from edgec.compress.quantizers import make_quantizer
 from edgec.errors import ModelError, RecipeError
 from edgec.train import TrainConfig, fit
+from tests.tiny_models import small_cnn
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def small_cnn() -> nn.Module:
-    """(N, 1, 8, 8) -> (N, 10); conv-BN pairs like the registry's families."""
-    torch.manual_seed(0)
-    return nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 8, 3, padding=1, bias=False)), ("bn1", nn.BatchNorm2d(8)), ("relu1", nn.ReLU()),
-        ("conv2", nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)), ("bn2", nn.BatchNorm2d(16)),
-        ("relu2", nn.ReLU()), ("conv3", nn.Conv2d(16, 16, 3, padding=1)), ("bn3", nn.BatchNorm2d(16)),
-        ("relu3", nn.ReLU()), ("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
-        ("fc", nn.Linear(16, 10))]))
 
 
 def one_weight_layer(rule: str, w0: float) -> LowBitLinear:

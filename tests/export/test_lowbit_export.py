@@ -4,7 +4,6 @@ checker, agreement with torch); low-bit -> FP32 ONNX with on-grid weights + pack
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 
 import numpy as np
 import onnx
@@ -21,19 +20,10 @@ from edgec.export.lowbit import (container_bits, export_lowbit, export_qat_qdq, 
 from edgec.export.onnx import check_parity
 from edgec.export.qdq import qdq_problems, qdq_summary
 from edgec.train import TrainConfig, evaluate, fit
+from tests.tiny_models import small_cnn
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def small_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 8, 3, padding=1, bias=False)), ("bn1", nn.BatchNorm2d(8)), ("relu1", nn.ReLU()),
-        ("conv2", nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)), ("bn2", nn.BatchNorm2d(16)),
-        ("relu2", nn.ReLU()), ("conv3", nn.Conv2d(16, 16, 3, padding=1)), ("bn3", nn.BatchNorm2d(16)),
-        ("relu3", nn.ReLU()), ("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
-        ("fc", nn.Linear(16, 10))]))
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,7 @@ from torch import nn
 
 from edgec.errors import DataError, RecipeError, TrainingDiverged
 from edgec.train import TrainConfig, TrainResult, evaluate, fit, set_seed
-
-K = 3  # classes
-
-
-def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Separable data: K Gaussian blobs in 16-d, as (n, 1, 4, 4) float32 images + int64 labels."""
-    centers = np.random.default_rng(1234).normal(0, 1.5, (K, 16))
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, K, n)
-    x = centers[y] + rng.normal(0, 1, (n, 16))
-    return x.reshape(n, 1, 4, 4).astype(np.float32), y.astype(np.int64)
-
+from tests.tiny_models import K, blobs
 
 TRAIN, VAL = blobs(192, 1), blobs(96, 2)  # 6 batches of 32 per epoch
 STEPS = 6
