@@ -1,4 +1,4 @@
-"""Compile edgec's CUDA kernels (``kernels/*.cu``) and load them through pycuda.
+"""Compile edgec's CUDA kernels (``edgec/kernels/cuda/*.cu``) and load them through pycuda.
 
 Two paths:
 
@@ -52,17 +52,19 @@ class KernelError(EdgecError):
 
 
 def kernel_dir() -> Path:
-    """Folder of the ``.cu`` sources: ``$EDGEC_KERNEL_SRC`` or ``kernels/`` beside the package."""
+    """Folder of the ``.cu`` sources: ``$EDGEC_KERNEL_SRC``, else ``edgec/kernels/cuda/`` (package data,
+    so a wheel install carries them too)."""
     env = os.environ.get("EDGEC_KERNEL_SRC")
-    folder = Path(env) if env else Path(__file__).resolve().parents[2] / "kernels"
+    folder = Path(env) if env else Path(__file__).resolve().parent / "cuda"
     if not (folder / "cuda_cpu_emu.h").is_file():
         raise KernelError(f"edgec's CUDA kernel sources are not at {folder}",
-                          hint="run from a source checkout or set EDGEC_KERNEL_SRC to its kernels/ folder")
+                          hint="reinstall edgec (its wheel ships edgec/kernels/cuda/), or set EDGEC_KERNEL_SRC "
+                               "to a folder holding the .cu files")
     return folder
 
 
 def kernel_source(name: str) -> Path:
-    """Path of ``kernels/<name>.cu``."""
+    """Path of ``<kernel_dir()>/<name>.cu``."""
     if name not in KERNEL_FILES:
         raise KernelError(f"unknown kernel file {name!r}", hint=f"choose one of {', '.join(KERNEL_FILES)}")
     return kernel_dir() / f"{name}.cu"
@@ -208,7 +210,7 @@ def _pycuda() -> Any:
 
 
 def cubin_for(name: str, arch: str) -> bytes:
-    """The cubin of ``kernels/<name>.cu`` for ``arch``, from the cache or compiled (and cached)."""
+    """The cubin of ``<name>.cu`` for ``arch``, from the cache or compiled (and cached)."""
     _check_arch(arch)
     src = kernel_source(name)
     path = cache_dir() / f"{name}-{arch}-{cache_key(src, arch)[:24]}.cubin"
@@ -241,7 +243,7 @@ def _module(name: str, arch: str) -> Any:
 
 
 def get_function(name: str, entry: str, arch: str | None = None) -> Any:
-    """The ``pycuda.driver.Function`` ``entry`` of ``kernels/<name>.cu`` (compiled for the device).
+    """The ``pycuda.driver.Function`` ``entry`` of ``<name>.cu`` (compiled for the device).
 
     Example:
         >>> f = get_function("lowbit_gemv", "lowbit_gemv_f32_b4")
@@ -269,5 +271,5 @@ def _function(name: str, entry: str, arch: str) -> Any:
     try:
         return _module(name, arch).get_function(entry)
     except Exception as exc:  # pycuda.driver.LogicError: named symbol not found
-        raise KernelError(f"kernels/{name}.cu has no entry point {entry!r} for {arch}: {exc}",
+        raise KernelError(f"{name}.cu has no entry point {entry!r} for {arch}: {exc}",
                           hint="this is a bug in edgec (entry names are fixed in ops.py)") from exc

@@ -1,7 +1,7 @@
 """Fixtures for the kernel tests: the CPU emulation drivers (compiled once per session) and a GPU gate.
 
-The drivers in ``kernels/cpu_harness/`` include the unmodified ``kernels/*.cu`` sources after
-``kernels/cuda_cpu_emu.h`` and are built with g++ (``-std=c++20 -pthread``), with AddressSanitizer
+The drivers in ``edgec/kernels/cuda/cpu_harness/`` include the unmodified ``edgec/kernels/cuda/*.cu``
+sources after ``cuda_cpu_emu.h`` (same folder) and are built with g++ (``-std=c++20 -pthread``), with AddressSanitizer
 and UBSan when the toolchain has them, so an out-of-bounds read in a kernel fails the test.
 """
 
@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-KERNELS = REPO / "kernels"
+from edgec.kernels.bench import gpu_missing
+from edgec.kernels.loader import kernel_dir
+
+KERNELS = kernel_dir()  # edgec/kernels/cuda/: package data, where the installed edgec has them
 HARNESS = KERNELS / "cpu_harness"
 DRIVERS = {"sparse_conv2d_csr": "sparse_conv2d_csr_main.cpp", "lowbit": "lowbit_main.cpp",
            "int8_gemm_dp4a": "int8_gemm_dp4a_main.cpp", "selftest": "emu_selftest.cpp"}
@@ -80,20 +82,8 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Emulator:
 
 
 def gpu_skip_reason() -> str | None:
-    """Why the pycuda path cannot run here, or None when it can."""
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU (torch.cuda.is_available() is False)"
-    try:
-        import pycuda.driver  # noqa: F401
-    except ImportError as exc:
-        return f"pycuda is not usable here ({exc}); install edgec[gpu] on a machine with a driver"
-    if not shutil.which("nvcc"):
-        return "nvcc is not on PATH"
-    return None
+    """Why the pycuda path cannot run here (no GPU, pycuda or nvcc), or None when it can."""
+    return gpu_missing()
 
 
 @pytest.fixture
