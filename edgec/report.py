@@ -39,11 +39,15 @@ def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
             "latency_ms": bench.get(name, {}).get("latency_ms"),
             "throughput_per_s": bench.get(name, {}).get("throughput_per_s"),
             "runtime": vres["runtime"], "file": str(path), "bytes": path.stat().st_size,
+            **{k: size[k] for k in ("params_detail", "flops_at") if k in size},  # text models
         }
     summary: dict[str, Any] = {
         "param_reduction": models["teacher"]["params"] / models["student"]["params"],
         "flop_reduction": models["teacher"]["flops"] / max(models["student"]["flops"], 1),
     }
+    if "params_detail" in models["teacher"]:  # text: embedding tables dominate small models, so give both
+        summary["param_reduction_without_embeddings"] = (models["teacher"]["params_detail"]["without_embeddings"]
+                                                         / models["student"]["params_detail"]["without_embeddings"])
     if "prune" in arts:
         pr = arts["prune"].metrics["prune"]
         summary["prune"] = {k: pr.get(k) for k in ("criterion", "flops_ratio", "params_ratio")}
@@ -64,7 +68,9 @@ def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
         "models": models,
         "summary": summary,
         "parity": arts["export"].metrics.get("parity"),
-        "engine": {k: arts["engine"].metrics[k] for k in ("backend", "model", "runner")},
+        "engine": {k: arts["engine"].metrics[k] for k in ("backend", "model", "runner", "tensorrt", "gpu", "build",
+                                                          "layers", "swapped") if k in arts["engine"].metrics},
+        "engine_verify": verify.get("engine"),
         "artifacts": {stage: str(a.path) for stage, a in arts.items()},
         "stages": {"reused": ctx.reused, "ran": ctx.ran},
     }
@@ -97,14 +103,38 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"{s['prune']['params_ratio']:.2f} of the parameters of the distilled student kept")
     if "lowbit_accuracy_drop" in s:
         lines.append(f"- {s['lowbit_bits']}-bit student vs FP32: accuracy drop {s['lowbit_accuracy_drop'] * 100:+.2f} points")
+    if "param_reduction_without_embeddings" in s:
+        lines.append(f"- without embedding tables: {s['param_reduction_without_embeddings']:.1f}x fewer parameters")
     if "int8_onnx_speedup_vs_teacher_torch" in s:
         lines.append(f"- INT8 student (ONNX Runtime) is **{s['int8_onnx_speedup_vs_teacher_torch']:.1f}x faster** "
                      "than the FP32 teacher (torch) at batch 1 (p50, host wall clock)")
+    lines += _engine_lines(report)
     lines += ["", "Latency: batch 1, host end-to-end wall clock; throughput at the recipe's bench batch size.", ""]
     if any(m["latency_ms"] for m in report["models"].values()):
         lines += ["![accuracy vs latency vs size](report.png)", ""]
     lines += ["Deployable files: `deploy/` (see deploy.json).", ""]
     return "\n".join(lines)
+
+
+def _engine_lines(report: dict[str, Any]) -> list[str]:
+    """TensorRT / kernels engine: what was built, per-layer precision, agreement with its source."""
+    e, lines = report["engine"], []
+    layers = e.get("layers") or {}
+    if e["backend"] == "tensorrt":
+        line = (f"- TensorRT {e.get('tensorrt')} engine for {(e.get('gpu') or {}).get('name')}"
+                f" ({'strongly typed' if (e.get('build') or {}).get('strongly_typed') else 'weakly typed'})")
+        if layers.get("detailed"):
+            line += (f": {layers['int8']} INT8 / {layers['fp16']} FP16 / {layers['fp32']} FP32 layers "
+                     f"({layers['int8_fraction']:.0%} INT8), {layers['fallback_count']} fell back from INT8")
+        lines.append(line)
+    elif e["backend"] == "kernels":
+        lines.append(f"- edgec CUDA kernels: {len(e.get('swapped') or [])} layers swapped "
+                     f"({', '.join(e.get('swapped') or []) or 'none'})")
+    v = report.get("engine_verify")
+    if v:
+        lines.append(f"- {v['model']} vs {v['reference']}: max |diff| {v['max_abs_diff']:.3g}, top-1 agreement "
+                     f"{v['top1_agreement']:.4f}, accuracy drop {v['accuracy_drop'] * 100:+.2f} points")
+    return lines
 
 
 def render_plot(report: dict[str, Any]) -> bytes:
@@ -148,6 +178,10 @@ def write_report(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]
     out = ctx.store.root
     report = collect(ctx, arts)
     report["deploy"] = write_deploy(out, arts, ctx.dataset, ctx.recipe.name)
+    if "vocab" in arts["export"].metrics:  # text: the vocabulary ships beside the model
+        from edgec.stages.text import deploy_vocab
+
+        report["deploy"] = deploy_vocab(out, arts, report["deploy"])
     if any(m["latency_ms"] for m in report["models"].values()):
         with atomic_path(out / "report.png") as tmp:
             tmp.write_bytes(render_plot(report))

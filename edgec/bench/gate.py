@@ -6,7 +6,10 @@ Checks, per model present in both files:
 - **energy** (J/inference) per batch size: the same rule on per-sample energies from the power trace;
 - **params, FLOPs, model file bytes**: must be equal (deterministic; a change must be deliberate:
   accept it with ``--update-baseline``);
-- **accuracy**: fails when it drops by more than ``max_accuracy_drop`` percentage points.
+- **accuracy**: fails when it drops by more than ``max_accuracy_drop`` percentage points;
+- **TensorRT layer precision** (only when asked): ``min_int8_layers`` (share of counted engine
+  layers running in INT8) and ``max_fallback_layers`` (layers meant for INT8 that run in float),
+  read from each model's ``engine_layers`` (or ``runner.engine_layers``) in CURRENT;
 Results from different machines, power modes, package versions or runner settings are refused
 (exit 2) unless ``allow_mismatch``. Thresholds come from flags, else ``.edgec-gate.toml``.
 
@@ -65,6 +68,8 @@ class GateConfig:
     energy: str = "gate"
     allow_mismatch: bool = False
     n_boot: int = 1000
+    min_int8_layers: float | None = None     # fraction of engine layers in INT8 (TensorRT engines)
+    max_fallback_layers: int | None = None   # layers that fell back from INT8 to float
 
     def __post_init__(self) -> None:
         for name in ("latency", "energy"):
@@ -75,6 +80,11 @@ class GateConfig:
             raise EdgecError(f"alpha must be in (0, 0.5), got {self.alpha}", hint="e.g. --alpha 0.01")
         if self.max_accuracy_drop < 0:
             raise EdgecError("max accuracy drop must be >= 0 points")
+        if self.min_int8_layers is not None and not 0 <= self.min_int8_layers <= 1:
+            raise EdgecError(f"min INT8 layers must be a fraction in [0, 1], got {self.min_int8_layers}",
+                             hint="e.g. --min-int8-layers 0.9")
+        if self.max_fallback_layers is not None and self.max_fallback_layers < 0:
+            raise EdgecError("max fallback layers must be >= 0", hint="e.g. --max-fallback-layers 0")
 
 
 def load_gate_config(config_file: str | os.PathLike[str] | None = None,
@@ -102,9 +112,11 @@ def load_gate_config(config_file: str | os.PathLike[str] | None = None,
         if key in values:
             values[key] = parse_percent(values[key], key)
     try:
-        for key in ("max_accuracy_drop", "alpha"):
+        for key in ("max_accuracy_drop", "alpha", "min_int8_layers"):
             if key in values:
                 values[key] = float(values[key])
+        if "max_fallback_layers" in values:
+            values["max_fallback_layers"] = int(values["max_fallback_layers"])
     except (TypeError, ValueError) as exc:
         raise EdgecError(f"gate setting is not a number: {exc}", hint="e.g. alpha = 0.01") from None
     return GateConfig(**values)
@@ -218,7 +230,39 @@ def compare_results(current: dict[str, Any], baseline: dict[str, Any], config: G
             report.checks += _latency_checks(name, cur, base, config)
         if config.energy != "off":
             report.checks += _energy_checks(name, cur, base, config)
+    report.checks += _layer_checks(cur_models, config, current_name)
     return report
+
+
+def _layer_checks(models: dict[str, Any], config: GateConfig, source: str) -> list[Check]:
+    """``min_int8_layers`` / ``max_fallback_layers`` on every model with a TensorRT layer summary."""
+    if config.min_int8_layers is None and config.max_fallback_layers is None:
+        return []
+    out = []
+    for name, m in models.items():
+        layers = m.get("engine_layers") or (m.get("runner") or {}).get("engine_layers")
+        if not layers:
+            continue
+        if not layers.get("detailed"):
+            out.append(Check("FAIL", name, "engine layers", "", "no per-layer precision",
+                             limit="needs DETAILED profiling verbosity"))
+            continue
+        if config.min_int8_layers is not None:
+            share = layers["int8_fraction"]
+            out.append(Check("FAIL" if share < config.min_int8_layers else "pass", name, "INT8 layers",
+                             "", f"{share:.1%} ({layers['int8']}/{layers['counted']})",
+                             limit=f">= {config.min_int8_layers:.0%}"))
+        if config.max_fallback_layers is not None:
+            n = layers["fallback_count"]
+            out.append(Check("FAIL" if n > config.max_fallback_layers else "pass", name, "INT8 fallback layers",
+                             "", f"{n}" + (f" ({', '.join(layers['fallback'][:3])})" if n else ""),
+                             limit=f"<= {config.max_fallback_layers}"))
+    if not out:
+        raise EdgecError(f"{source} has no TensorRT engine layer summary, so --min-int8-layers / "
+                         "--max-fallback-layers cannot be checked",
+                         hint="benchmark the engine (edgec bench model.plan) or build with engine.backend: "
+                              "tensorrt; or drop those options")
+    return out
 
 
 def _exact_checks(name: str, cur: dict, base: dict, config: GateConfig) -> list[Check]:

@@ -233,6 +233,7 @@ def runner_options(path: Path, runtime: str, device: str, threads: int | None,
     ONNX Runtime: ``["cpu"]`` on the CPU; on a GPU CUDA then CPU, sharing ``stream`` (so CUDA events
     on it bracket ORT's kernels); TensorRT's provider only when named in ``providers``. torch: the
     device's CUDA GPU or the CPU. ``threads`` sets intra-op threads (ORT) or torch's thread count.
+    TensorRT engines and the kernels runtime need a GPU device (they run on torch's current stream).
 
     Example:
         >>> runner_options(Path("m.onnx"), "auto", "cpu", 1)
@@ -257,6 +258,9 @@ def runner_options(path: Path, runtime: str, device: str, threads: int | None,
         options["device"] = "cpu" if device == "cpu" else "cuda"
         if threads:
             options["threads"] = threads
+    elif runtime in ("tensorrt", "kernels") and device == "cpu":
+        raise EdgecError(f"{'TensorRT engines' if runtime == 'tensorrt' else 'edgec CUDA kernels'} run on a CUDA "
+                         "GPU, not with --device cpu", hint="use --device cuda (or --device jetson on a Jetson)")
     return runtime, options
 
 

@@ -1,4 +1,4 @@
-"""Runners: one small interface (:class:`Runner`) over torch, ONNX Runtime and (later) TensorRT.
+"""Runners: one small interface (:class:`Runner`) over torch, ONNX Runtime, TensorRT and edgec's kernels.
 
 ``import edgec.runtimes`` is cheap: it imports numpy only. torch and onnxruntime are imported when
 a runner of that kind is opened (or its class is first touched), tensorrt and pycuda only by the
@@ -25,15 +25,17 @@ from edgec.runtimes.base import Runner, TensorSpec, accuracy, predict
 if TYPE_CHECKING:
     import torch
 
+    from edgec.runtimes.kernels_runner import KernelsRunner
     from edgec.runtimes.onnxruntime_runner import OnnxRuntimeRunner
+    from edgec.runtimes.tensorrt_runner import TensorRTRunner
     from edgec.runtimes.torch_runner import TorchRunner
 
 __all__ = [
     "Runner", "TensorSpec", "open_runner", "predict", "accuracy",
-    "TorchRunner", "OnnxRuntimeRunner", "RUNTIMES", "SUFFIXES",
+    "TorchRunner", "OnnxRuntimeRunner", "TensorRTRunner", "KernelsRunner", "RUNTIMES", "SUFFIXES",
 ]
 
-RUNTIMES = ("auto", "torch", "onnxruntime", "tensorrt")
+RUNTIMES = ("auto", "torch", "onnxruntime", "tensorrt", "kernels")
 # File suffix -> the runtime that runs it when runtime="auto".
 SUFFIXES = {
     ".onnx": "onnxruntime", ".safetensors": "torch", ".plan": "tensorrt", ".engine": "tensorrt",
@@ -42,6 +44,8 @@ SUFFIXES = {
 _LAZY = {
     "TorchRunner": "edgec.runtimes.torch_runner",
     "OnnxRuntimeRunner": "edgec.runtimes.onnxruntime_runner",
+    "TensorRTRunner": "edgec.runtimes.tensorrt_runner",
+    "KernelsRunner": "edgec.runtimes.kernels_runner",
 }
 
 
@@ -59,7 +63,8 @@ def open_runner(
 
     ``runtime`` forces one of :data:`RUNTIMES`; ``options`` go to the runner's constructor
     (``device``/``threads`` for torch; ``providers``, ``intra_op_threads``, ``inter_op_threads``,
-    ``graph_optimization_level`` for onnxruntime).
+    ``graph_optimization_level`` for onnxruntime; ``device``, ``cuda_graph`` for tensorrt;
+    ``device``, ``min_sparsity``, ``bits`` for kernels, which runs an edgec ``.safetensors`` student).
 
     Example:
         >>> with open_runner("model.onnx", providers=["cpu"]) as r:     # doctest: +SKIP
@@ -86,6 +91,10 @@ def open_runner(
             hint=f"supported model files: {', '.join(SUFFIXES)}",
         )
     native = SUFFIXES[suffix]
+    if runtime == "kernels" and native == "torch":  # an edgec student, on edgec's CUDA kernels
+        from edgec.runtimes.kernels_runner import KernelsRunner
+
+        return KernelsRunner(path, **_checked(KernelsRunner, options))
     if runtime not in ("auto", native):
         raise ModelError(
             f"runtime '{runtime}' cannot run {suffix} files; they run with '{native}'",
@@ -98,7 +107,7 @@ def open_runner(
         return OnnxRuntimeRunner(path, **_checked(OnnxRuntimeRunner, options))
     if native == "torch":
         return _open_safetensors(path, options)
-    return _open_tensorrt(path)
+    return _open_tensorrt(path, options)
 
 
 def _open_module(model: Any, runtime: str, options: dict[str, Any]) -> Runner:
@@ -142,14 +151,13 @@ def _open_safetensors(path: Path, options: dict[str, Any]) -> Runner:
     return TorchRunner(module, **options)
 
 
-def _open_tensorrt(path: Path) -> Runner:
-    # find_spec, not import: importing tensorrt loads the whole TensorRT library.
+def _open_tensorrt(path: Path, options: dict[str, Any]) -> Runner:
+    # find_spec first: a clear "install edgec[trt]" before anything else is tried.
     if importlib.util.find_spec("tensorrt") is None:
         raise MissingDependencyError("tensorrt", "trt", "running TensorRT engines")
-    raise EdgecError(
-        f"cannot run {path.name}: edgec does not run TensorRT engines yet",
-        hint="run the QDQ .onnx file it was built from with runtime='onnxruntime' meanwhile",
-    )
+    from edgec.runtimes.tensorrt_runner import TensorRTRunner
+
+    return TensorRTRunner(path, **_checked(TensorRTRunner, options))
 
 
 def _checked(cls: type, options: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class TorchRunner(Runner):
     ``threads`` calls ``torch.set_num_threads``, which is process-wide: it also affects other torch
     code in this process. ``input_shape`` is one sample's shape, without the batch dimension;
     by default it is read from the module's ``input_shape`` attribute when it has one.
+    ``input_dtype`` names the input's numpy dtype when it is not the weights' float type
+    (``"int64"`` token ids for text models).
 
     Example:
         >>> TorchRunner(net, threads=1).describe()["threads"]      # doctest: +SKIP
@@ -45,6 +47,7 @@ class TorchRunner(Runner):
         device: str = "cpu",
         threads: int | None = None,
         input_shape: Sequence[int] | None = None,
+        input_dtype: str | None = None,
     ):
         if not isinstance(module, torch.nn.Module):
             raise ModelError(f"TorchRunner needs a torch.nn.Module, got {type(module).__name__}")
@@ -62,7 +65,8 @@ class TorchRunner(Runner):
         shape = shape() if callable(shape) else shape
         sample = tuple(int(d) for d in shape) if shape is not None else (None,)
         dtype_name = str(dtype).removeprefix("torch.")
-        self.inputs = [TensorSpec("input", ("batch", *sample), dtype_name)]
+        # input_dtype: e.g. "int64" for a text model fed token ids (default: the weights' float type).
+        self.inputs = [TensorSpec("input", ("batch", *sample), input_dtype or dtype_name)]
         # The output's shape is only known after a forward pass; name and batch dim are fixed.
         self.outputs = [TensorSpec("output", ("batch", None), dtype_name)]
         self._output_names: list[str] | None = None

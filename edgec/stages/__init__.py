@@ -25,9 +25,16 @@ def parent(work: StageWork, stage: str) -> Artifact:
 
 def run_all(ctx: BuildContext) -> dict[str, Artifact]:
     """Run every stage of ``ctx.recipe`` in order; return the artifacts by stage name."""
+    from edgec import engine
     from edgec.stages import check, compress, convert, train
 
     r = ctx.recipe
+    if r.data.name == "sst2":  # text data: its own chain of stages (edgec.stages.text), same artifacts and report
+        from edgec.stages.text import run_text
+
+        return run_text(ctx)
+    # Fail in a second, before any training, when this machine cannot run the recipe's backend.
+    backend = engine.resolve_backend(r.engine.backend)
     ds = ctx.dataset
     arts: dict[str, Artifact] = {}
     arts["teacher"] = ctx.stage("teacher", {
@@ -48,8 +55,9 @@ def run_all(ctx: BuildContext) -> dict[str, Artifact]:
                                                   "distill_params": r.distill.params, "seed": r.seed},
                                      [arts["export"], student, arts["teacher"]], convert.quantize)
     deployed = arts.get("quantize", arts["export"])
-    arts["engine"] = ctx.stage("engine", {"engine": r.section("engine"), "backend": convert.resolve_backend(r.engine.backend)},
-                               [deployed], convert.engine)
+    engine_parents = [deployed, student] if backend == "kernels" else [deployed]  # kernels convert the student
+    arts["engine"] = ctx.stage("engine", engine.stage_config(r.engine, backend, deployed), engine_parents,
+                               convert.engine)
     models = [arts[s] for s in ("teacher", "distill", "prune", "export", "quantize") if s in arts]
     arts["verify"] = ctx.stage("verify", {"verify": r.section("verify")}, [*models, arts["engine"]], check.verify)
     if r.bench.enabled:

@@ -19,16 +19,27 @@ def model_files(arts: dict[str, Artifact]) -> dict[str, tuple[Path, str, Artifac
     """The models a build produced: report name -> (file, runtime, artifact holding its params/FLOPs).
 
     ``student`` is the final FP32 student (pruned when pruning ran); the quantized one is
-    ``student_int8`` (PTQ or QAT, QDQ ONNX) or ``student_lowbit`` (BinaryConnect / SR), run by the
-    engine stage's backend.
+    ``student_int8`` (PTQ or QAT, QDQ ONNX) or ``student_lowbit`` (BinaryConnect / SR), run by ONNX
+    Runtime. An engine built from them is ``student_tensorrt`` (``model.plan``) or
+    ``student_kernels`` (the student on edgec's CUDA kernels).
     """
+    if arts["teacher"].metrics.get("modality") == "text":  # the text chain names its files itself
+        from edgec.stages.text import model_files as text_model_files
+
+        return text_model_files(arts)
     student = arts.get("prune") or arts["distill"]
     out = {"teacher": (arts["teacher"].file("teacher.safetensors"), "torch", arts["teacher"]),
            "student": (student.file("student.safetensors"), "torch", student),
            "student_fp32_onnx": (arts["export"].file("model.onnx"), "onnxruntime", student)}
     q = arts.get("quantize")
     if q is not None:
-        out[f"student_{q.metrics['kind']}"] = (q.file(q.metrics["file"]), arts["engine"].metrics["backend"], student)
+        out[f"student_{q.metrics['kind']}"] = (q.file(q.metrics["file"]), "onnxruntime", student)
+    engine = arts.get("engine")
+    backend = engine.metrics.get("backend") if engine is not None else None
+    if backend == "tensorrt":
+        out["student_tensorrt"] = (engine.file(engine.metrics["engine_file"]), "tensorrt", student)
+    elif backend == "kernels":
+        out["student_kernels"] = (student.file("student.safetensors"), "kernels", student)
     return out
 
 
@@ -38,13 +49,79 @@ def built_models(work: StageWork) -> dict[str, tuple[Path, str]]:
     return {name: (path, runtime) for name, (path, runtime, _) in files.items()}
 
 
-def _open(path: Path, runtime: str, threads: int | None = None):
+def _open(path: Path, runtime: str, threads: int | None = None, **options):
     from edgec.runtimes import open_runner
 
-    opts = {}
-    if threads:
-        opts = {"threads": threads} if runtime == "torch" else {"intra_op_threads": threads}
+    opts = dict(options)
+    if threads and runtime in ("torch", "onnxruntime"):
+        opts.update({"threads": threads} if runtime == "torch" else {"intra_op_threads": threads})
     return open_runner(path, runtime=runtime, **opts)
+
+
+def _engine_options(ctx: BuildContext, runtime: str) -> dict:
+    """Runner options the recipe's ``engine`` section sets for the TensorRT / kernels runners."""
+    spec = ctx.recipe.engine
+    if runtime == "tensorrt":
+        return {"cuda_graph": spec.cuda_graph}
+    if runtime == "kernels":
+        from edgec.engine.kernels import runner_options
+
+        return runner_options(spec)
+    return {}
+
+
+# An engine is checked against the model it was built from (the first of these that was built).
+ENGINE_REFERENCES = {"student_tensorrt": ("student_int8", "student_lowbit", "student_fp32_onnx"),
+                     "student_kernels": ("student",)}
+
+
+def _verify_engine(logits: dict[str, np.ndarray], results: dict, v, metrics: dict) -> list[str]:
+    """Engine vs reference on the test split, like Polygraphy's comparison: every output within
+    ``engine_atol + engine_rtol * |reference|``, top-1 agreement, accuracy drop. Returns the problems."""
+    from edgec.export.onnx import compare_outputs
+
+    problems = []
+    for name, refs in ENGINE_REFERENCES.items():
+        ref = next((r for r in refs if r in logits), None)
+        if name not in logits or ref is None:
+            continue
+        a, b = logits[ref].astype(np.float64), logits[name].astype(np.float64)
+        parity = compare_outputs(a, b)
+        outside = float(np.mean(~(np.abs(b - a) <= v.engine_atol + v.engine_rtol * np.abs(a))))  # NaN is outside
+        drop = results[ref]["accuracy"] - results[name]["accuracy"]
+        metrics["engine"] = {"model": name, "reference": ref, **parity.to_dict(), "outside_tolerance": outside,
+                             "accuracy_drop": drop}
+        say(f"  {name} vs {ref}: max |diff| {parity.max_abs_diff:.3g}, top-1 agreement "
+            f"{parity.top1_agreement:.4f}, accuracy drop {drop * 100:+.2f} points")
+        if outside > 0:
+            problems.append(f"{name} vs {ref}: {outside:.2%} of outputs differ by more than verify.engine_atol "
+                            f"{v.engine_atol} + verify.engine_rtol {v.engine_rtol} x |reference| "
+                            f"(max |diff| {parity.max_abs_diff:.3g})")
+        if parity.top1_agreement < v.min_engine_top1_agreement:
+            problems.append(f"{name}/{ref} top-1 agreement {parity.top1_agreement:.4f} < "
+                            f"verify.min_engine_top1_agreement {v.min_engine_top1_agreement}")
+        if drop > v.max_engine_accuracy_drop:
+            problems.append(f"{name} accuracy drop vs {ref} {drop * 100:.2f} points > "
+                            f"verify.max_engine_accuracy_drop {v.max_engine_accuracy_drop * 100:.2f}")
+    return problems
+
+
+def int8_problems(preds: dict[str, np.ndarray], results: dict, v, metrics: dict) -> list[str]:
+    """INT8 vs FP32 student: top-1 agreement and accuracy drop into ``metrics``; the tolerance breaches."""
+    if "student_int8" not in preds:
+        return []
+    problems = []
+    agreement = float((preds["student_int8"] == preds["student_fp32_onnx"]).mean())
+    drop = results["student_fp32_onnx"]["accuracy"] - results["student_int8"]["accuracy"]
+    metrics.update(int8_top1_agreement=agreement, int8_accuracy_drop=drop)
+    say(f"  INT8 vs FP32: top-1 agreement {agreement:.4f}, accuracy drop {drop * 100:+.2f} points")
+    if drop > v.max_int8_accuracy_drop:
+        problems.append(f"INT8 accuracy drop {drop * 100:.2f} points > verify.max_int8_accuracy_drop "
+                        f"{v.max_int8_accuracy_drop * 100:.2f}")
+    if agreement < v.min_int8_top1_agreement:
+        problems.append(f"INT8/FP32 top-1 agreement {agreement:.4f} < verify.min_int8_top1_agreement "
+                        f"{v.min_int8_top1_agreement}")
+    return problems
 
 
 def verify(ctx: BuildContext, work: StageWork) -> None:
@@ -53,10 +130,13 @@ def verify(ctx: BuildContext, work: StageWork) -> None:
 
     test, v = ctx.dataset.test, ctx.recipe.verify
     preds: dict[str, np.ndarray] = {}
+    logits: dict[str, np.ndarray] = {}
     results = {}
     for name, (path, runtime) in built_models(work).items():
-        with _open(path, runtime) as runner:
-            preds[name] = predict(runner, test.x).argmax(axis=1)
+        with _open(path, runtime, **_engine_options(ctx, runtime)) as runner:
+            # an engine's batch is bounded by its optimization profile
+            logits[name] = predict(runner, test.x, batch_size=getattr(runner, "max_batch", None) or 256)
+            preds[name] = logits[name].argmax(axis=1)
         acc = float((preds[name] == test.y).mean())
         results[name] = {"accuracy": acc, "runtime": runtime, "n": int(len(test.y))}
         say(f"  {name:<18} {runtime:<12} accuracy {acc:.4f} on {len(test.y)} test images")
@@ -65,17 +145,8 @@ def verify(ctx: BuildContext, work: StageWork) -> None:
     if "student_lowbit" in preds:  # low-bit weights cost accuracy by design: reported, not gated
         work.metrics["lowbit_accuracy_drop"] = (results["student_fp32_onnx"]["accuracy"]
                                                 - results["student_lowbit"]["accuracy"])
-    if "student_int8" in preds:
-        agreement = float((preds["student_int8"] == preds["student_fp32_onnx"]).mean())
-        drop = results["student_fp32_onnx"]["accuracy"] - results["student_int8"]["accuracy"]
-        work.metrics.update(int8_top1_agreement=agreement, int8_accuracy_drop=drop)
-        say(f"  INT8 vs FP32: top-1 agreement {agreement:.4f}, accuracy drop {drop * 100:+.2f} points")
-        if drop > v.max_int8_accuracy_drop:
-            problems.append(f"INT8 accuracy drop {drop * 100:.2f} points > verify.max_int8_accuracy_drop "
-                            f"{v.max_int8_accuracy_drop * 100:.2f}")
-        if agreement < v.min_int8_top1_agreement:
-            problems.append(f"INT8/FP32 top-1 agreement {agreement:.4f} < verify.min_int8_top1_agreement "
-                            f"{v.min_int8_top1_agreement}")
+    problems += int8_problems(preds, results, v, work.metrics)
+    problems += _verify_engine(logits, results, v, work.metrics)
     atomic_write_json(work.path / "verify.json", work.metrics)
     if problems:
         raise VerificationFailed("verification failed: " + "; ".join(problems),
@@ -96,23 +167,32 @@ def bench(ctx: BuildContext, work: StageWork) -> None:
     ``models`` entry per model; ``edgec.report`` merges it with params/FLOPs/accuracy into
     ``results.json`` (schema edgec.bench/1) for ``edgec gate``.
     """
-    from dataclasses import asdict
-
-    from edgec.bench.results import describe_machine
     from edgec.bench.run import Timing, bench_model
 
     b, x = ctx.recipe.bench, ctx.dataset.test.x
     timing = Timing(warmup_runs=b.warmup_runs, warmup_s=b.warmup_s, min_runs=b.min_runs, min_duration_s=b.min_duration_s)
     batches = sorted({1, b.batch_size})
-    machine, fingerprint, warnings = describe_machine("cpu")
     results = {}
     for name, (path, runtime) in built_models(work).items():
-        entry = bench_model(lambda p=path, r=runtime: _open(p, r, b.threads), lambda n: _batch(x, n), batches, timing,
+        entry = bench_model(lambda p=path, r=runtime: _open(p, r, b.threads, **_engine_options(ctx, r)),
+                            lambda n: _batch(x, n), batches, timing,
                             energy_skipped="edgec build does not measure energy; run `edgec bench --energy auto`")
         entry["inputs"] = [{"name": "input", "shape": list(x.shape[1:]), "dtype": "float32", "source": "test split"}]
         results[name] = entry
+    write_bench(ctx, work, results, timing, batches)
+
+
+def write_bench(ctx: BuildContext, work: StageWork, results: dict, timing, batches: list[int]) -> None:
+    """Print each model's latency line; put the summary in the metrics and the results into ``bench.json``."""
+    from dataclasses import asdict
+
+    from edgec.bench.results import describe_machine
+
+    b = ctx.recipe.bench
+    machine, fingerprint, warnings = describe_machine("cpu")
+    for name, entry in results.items():
         lat, thr = entry["latency"]["1"]["host"], entry["latency"][str(b.batch_size)]["host"]
-        say(f"  {name:<18} {runtime:<12} p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  cv {lat['cv']:.1%}  "
+        say(f"  {name:<18} {entry['runtime']:<12} p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  cv {lat['cv']:.1%}  "
             f"batch {b.batch_size}: {thr['throughput']:,.0f}/s")
     work.metrics["models"] = {
         k: {"latency_ms": {q: v["latency"]["1"]["host"][q] for q in ("p50", "p90", "p99")},

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING
 
 from edgec.artifacts import StageWork, sha256_file
 from edgec.atomic import atomic_write_json
-from edgec.console import say, warn
-from edgec.errors import EdgecError, MissingDependencyError
+from edgec.console import say
+from edgec.engine import resolve_backend  # noqa: F401  (re-exported: edgec.stages.convert.resolve_backend)
 
 if TYPE_CHECKING:
     from edgec.pipeline import BuildContext
@@ -63,39 +62,43 @@ def _post_training(ctx: BuildContext, work: StageWork) -> None:
                         calibration=q.calibration.model_dump())
 
 
-def resolve_backend(requested: str) -> str:
-    """The backend ``engine.backend`` means on this machine.
-
-    ``auto`` picks TensorRT where it is installed and can build engines, else ONNX Runtime.
-    """
-    has_trt = importlib.util.find_spec("tensorrt") is not None
-    if requested == "tensorrt" and not has_trt:
-        raise MissingDependencyError("tensorrt", "trt", "engine.backend: tensorrt")
-    if requested == "tensorrt":
-        raise EdgecError("building TensorRT engines is not available in this edgec version yet",
-                         hint="set engine.backend: onnxruntime (or auto) for now")
-    if requested == "auto" and has_trt:
-        warn("TensorRT is installed but edgec cannot build TensorRT engines yet; using ONNX Runtime")
-    return "onnxruntime"
-
-
 def engine(ctx: BuildContext, work: StageWork) -> None:
     """Prepare the deployable runtime for the (quantized) model and check it loads and runs.
 
-    For ONNX Runtime the QDQ ONNX file *is* the deployable artifact, so this stage records which
+    ``onnxruntime``: the QDQ ONNX file *is* the deployable artifact, so this stage records which
     file, its sha256 and the execution providers a session actually got, after one real inference.
+    ``tensorrt``: builds ``model.plan`` + ``engine.json`` (:mod:`edgec.engine.tensorrt`) and runs it once.
+    ``kernels``: converts the student for edgec's CUDA kernels (:mod:`edgec.engine.kernels`) and runs it once.
     """
     from edgec.runtimes import open_runner
+    from edgec.stages.compress import STUDENT, student_parent
 
-    (src,) = work.parents
+    src = work.parents[0]
     name = src.metrics["file"] if src.stage == "quantize" else "model.onnx"
     model_file = src.file(name)
     backend = resolve_backend(ctx.recipe.engine.backend)
-    options = {"intra_op_threads": ctx.recipe.engine.intra_op_threads} if ctx.recipe.engine.intra_op_threads else {}
-    with open_runner(model_file, runtime=backend, **options) as runner:
-        runner.infer(ctx.dataset.test.x[:1])
-        described = runner.describe()
-    info = {"backend": backend, "model": f"{src.stage}-{src.key}/{name}", "model_sha256": sha256_file(model_file),
-            "runner": described}
-    atomic_write_json(work.path / "engine.json", info)
+    spec, sample = ctx.recipe.engine, ctx.dataset.test.x[:1]
+    info: dict = {"backend": backend, "model": f"{src.stage}-{src.key}/{name}", "model_sha256": sha256_file(model_file)}
+    if backend == "tensorrt":
+        from edgec.engine.tensorrt import BuildSettings, build_engine
+
+        built = build_engine(model_file, work.path, BuildSettings.from_spec(spec))
+        with open_runner(built.plan, runtime="tensorrt", cuda_graph=spec.cuda_graph) as runner:
+            runner.infer(sample)
+            info["runner"] = runner.describe()
+        info.update(engine_file=built.plan.name, **{k: built.manifest[k] for k in (
+            "key", "tensorrt", "gpu", "build", "profile", "sparse_weights", "dla", "layers")})
+    elif backend == "kernels":
+        from edgec.engine.kernels import prepare_kernels_engine, runner_options
+
+        student = student_parent(work)
+        info.update(model=f"{student.stage}-{student.key}/{STUDENT}", model_sha256=sha256_file(student.file(STUDENT)),
+                    **prepare_kernels_engine(student.file(STUDENT), sample, **runner_options(spec)))
+    else:
+        options = {"intra_op_threads": spec.intra_op_threads} if spec.intra_op_threads else {}
+        with open_runner(model_file, runtime=backend, **options) as runner:
+            runner.infer(sample)
+            info["runner"] = runner.describe()
+    if backend != "tensorrt":  # a TensorRT build wrote engine.json already: the plan's manifest
+        atomic_write_json(work.path / "engine.json", info)
     work.metrics.update(info)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgec.errors import EdgecError, MissingDependencyError, ModelError
+from edgec.errors import ArtifactError, EdgecError, MissingDependencyError, ModelError
 from edgec.runtimes import Runner, TensorSpec, accuracy, open_runner, predict
 from edgec.runtimes.onnxruntime_runner import OnnxRuntimeRunner
 from edgec.runtimes.torch_runner import TorchRunner
@@ -187,17 +187,17 @@ def test_engine_without_tensorrt_names_the_extra(tmp_path, suffix):
     assert err.value.extra == "trt" and "edgec[trt]" in str(err.value)
 
 
-def test_engine_with_tensorrt_says_not_supported_yet(tmp_path, monkeypatch):
-    # A stand-in 'tensorrt' package on sys.path: find_spec sees it; nothing imports it.
+def test_engine_without_manifest_is_refused_before_tensorrt_is_imported(tmp_path, monkeypatch):
+    # A stand-in 'tensorrt' package on sys.path: find_spec sees it; importing it would fail.
+    # An engine is executable: without its engine.json manifest edgec refuses it before TensorRT loads.
     (tmp_path / "fake" / "tensorrt").mkdir(parents=True)
     (tmp_path / "fake" / "tensorrt" / "__init__.py").write_text("raise ImportError('fake')\n")
     monkeypatch.syspath_prepend(str(tmp_path / "fake"))
     importlib.invalidate_caches()
     engine = tmp_path / "model.plan"
     engine.write_bytes(b"\x00" * 16)
-    with pytest.raises(EdgecError, match="does not run TensorRT engines yet") as err:
+    with pytest.raises(ArtifactError, match="no engine.json beside it"):
         open_runner(engine)
-    assert not isinstance(err.value, MissingDependencyError)
     assert "tensorrt" not in sys.modules
 
 

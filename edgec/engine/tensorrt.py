@@ -1,0 +1,303 @@
+"""Build a TensorRT engine (``model.plan`` + ``engine.json``) from a QDQ ONNX file, on TensorRT 10 and 11.
+
+Two TensorRT majors are in use at once (DESIGN.md section 8): Jetson on JetPack 6 has **10.3**,
+desktop ``pip install tensorrt`` is **11.x**. The version logic *feature-tests* the module, never
+compares enum integers (they were renumbered in 11):
+
+=====================  ===========================================  ======================================
+TensorRT               network                                      precision
+=====================  ===========================================  ======================================
+11 (no BuilderFlag.    strongly typed (``STRONGLY_TYPED`` creation  from the ONNX tensor types only; FP16
+INT8)                  flag where it still exists)                  for the float parts = an ONNX converted
+                                                                    to mixed precision (``engine.fp16``)
+10, default            weakly typed                                 ``BuilderFlag.INT8`` for a QDQ model
+                                                                    (+ ``FP16`` with ``engine.fp16``)
+10, ``strongly_typed``  strongly typed                               as for 11
+=====================  ===========================================  ======================================
+
+Every build also sets: an optimization profile for a dynamic batch (``min/opt/max_batch``), the
+workspace limit, ``builder_optimization_level``, DETAILED profiling verbosity (for the inspector),
+a timing cache per (GPU, TensorRT version) loaded before and saved (atomically) after the build,
+``SPARSE_WEIGHTS`` when some Conv/Gemm weight is 2:4 sparse, and on a Jetson with DLA cores and
+``engine.dla_core`` set, DLA with ``GPU_FALLBACK``.
+
+The QDQ checker (:func:`edgec.export.qdq.assert_tensorrt_qdq`) runs first and a model it rejects
+is refused. Parser errors are reported node by node with TensorRT's own messages.
+
+Example:
+    >>> built = build_engine("runs/digits/quantize-ab12/model.int8.onnx", "out/", BuildSettings(max_batch=64))
+    >>> built.manifest["layers"]["int8_fraction"]
+    0.9
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgec.artifacts import sha256_file
+from edgec.atomic import atomic_write_bytes
+from edgec.console import say, warn
+from edgec.engine.manifest import PLAN, default_cache_dir, engine_key, timing_cache_file, write_engine_manifest
+from edgec.errors import EdgecError, MissingDependencyError, ModelError
+
+__all__ = ["BuildSettings", "EngineBuild", "precision_plan", "build_engine", "fp16_onnx"]
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How to build (the recipe's ``engine`` section). ``timing_cache``: True (default folder),
+    False (none) or a folder path; ``dla_core``: None (GPU) or a DLA core index."""
+
+    fp16: bool = False
+    strongly_typed: bool = False
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 64
+    workspace_mb: int = 1024
+    optimization_level: int = 3
+    dla_core: int | None = None
+    timing_cache: bool | str = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise EdgecError(f"engine batch sizes must satisfy 1 <= min <= opt <= max, got "
+                             f"{self.min_batch}/{self.opt_batch}/{self.max_batch}", hint="fix engine.*_batch")
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> BuildSettings:
+        """From a recipe :class:`~edgec.recipe.EngineSpec`."""
+        return cls(**{k: getattr(spec, k) for k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EngineBuild:
+    """A finished build: the plan file and its manifest (the content of ``engine.json``)."""
+
+    plan: Path
+    manifest: dict[str, Any]
+
+
+def precision_plan(trt: Any, settings: BuildSettings, quantized: bool) -> dict[str, Any]:
+    """The network typing and builder flags for this TensorRT and these settings.
+
+    Returns ``{"tensorrt_major_features": "10"|"11", "strongly_typed", "flags", "fp16_onnx"}``.
+
+    Example:
+        >>> precision_plan(trt10, BuildSettings(fp16=True), quantized=True)["flags"]
+        ['INT8', 'FP16']
+    """
+    has_precision_flags = hasattr(trt.BuilderFlag, "INT8")  # removed in TensorRT 11
+    strongly = settings.strongly_typed or not has_precision_flags
+    flags = [] if strongly else (["INT8"] if quantized else []) + (["FP16"] if settings.fp16 else [])
+    return {"api": "10" if has_precision_flags else "11", "strongly_typed": strongly, "flags": flags,
+            # a strongly typed network takes precision from the ONNX types only
+            "fp16_onnx": bool(settings.fp16 and strongly)}
+
+
+def fp16_onnx(src: Path, dst: Path) -> Path:
+    """Write ``src`` converted to mixed precision (float tensors -> FP16, inputs/outputs kept FP32)
+    with onnxconverter-common, for strongly typed builds, where precision comes from ONNX types only.
+
+    A model below opset 19 is first converted to opset 19: from there QuantizeLinear/DequantizeLinear
+    take FP16 scales, so Q/DQ pairs stay intact (blocking them instead leaves Cast chains that the
+    converter cannot splice). DQ outputs then are FP16 and TensorRT fuses INT8 layers with FP16 I/O.
+    """
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise MissingDependencyError("onnxconverter-common", "trt",
+                                     "engine.fp16 on a strongly typed TensorRT build") from None
+    import onnx
+    from onnx import version_converter
+
+    from edgec.export.files import load_onnx
+
+    model = load_onnx(src)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 19:
+        model = version_converter.convert_version(model, 19)
+    converted = float16.convert_float_to_float16(model, keep_io_types=True)
+    atomic_write_bytes(dst, converted.SerializeToString())
+    onnx.checker.check_model(str(dst))
+    return dst
+
+
+def _logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps warnings and errors, so failures can quote TensorRT itself."""
+
+    class CapturingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: list[str] = []
+            self._kept = {trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR,
+                          trt.ILogger.Severity.WARNING}
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in self._kept:
+                self.messages.append(f"{getattr(severity, 'name', severity)}: {msg}")
+
+    return CapturingLogger()
+
+
+def _tensorrt_said(logger: Any, n: int = 10) -> str:
+    errors = [m for m in logger.messages if "ERROR" in m] or logger.messages
+    return ("\n  TensorRT said:\n    " + "\n    ".join(errors[-n:])) if errors else ""
+
+
+def _parse(trt: Any, parser: Any, logger: Any, source: Path) -> None:
+    ok = parser.parse_from_file(str(source))
+    if ok and not parser.num_errors:
+        return
+    lines = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        node = err.node()
+        name = err.node_name() if hasattr(err, "node_name") else ""
+        op = err.node_operator() if hasattr(err, "node_operator") else ""
+        where = f"node {node}" + (f" '{name}'" if name else "") + (f" ({op})" if op else "")
+        lines.append(f"  - {where}: {err.desc()} [{getattr(err.code(), 'name', err.code())}]")
+    detail = "\n".join(lines) or "  (the parser reported no error object)"
+    raise ModelError(f"TensorRT's ONNX parser rejected {source.name} ({parser.num_errors} errors):\n{detail}"
+                     + _tensorrt_said(logger),
+                     hint="the named node uses an op or attribute this TensorRT does not support; re-export "
+                          "with another opset/exporter, or run the model with engine.backend: onnxruntime")
+
+
+def _add_profile(trt: Any, builder: Any, network: Any, config: Any, s: BuildSettings) -> dict[str, Any]:
+    """One optimization profile over the batch dimension of every dynamic input."""
+    shapes: dict[str, Any] = {}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = [int(d) for d in tensor.shape]
+        if all(d >= 0 for d in dims):
+            continue
+        if dims[0] >= 0 or any(d < 0 for d in dims[1:]):
+            raise ModelError(f"input '{tensor.name}' has shape {dims}: edgec's engines allow a dynamic batch "
+                             "dimension only", hint="export the model with fixed sample dimensions")
+        shapes[tensor.name] = {k: [b, *dims[1:]] for k, b in
+                               (("min", s.min_batch), ("opt", s.opt_batch), ("max", s.max_batch))}
+    if shapes:
+        profile = builder.create_optimization_profile()
+        for name, sh in shapes.items():
+            profile.set_shape(name, sh["min"], sh["opt"], sh["max"])
+        config.add_optimization_profile(profile)
+    return shapes
+
+
+def _use_dla(trt: Any, builder: Any, config: Any, core: int | None) -> dict[str, Any] | None:
+    if core is None:
+        return None
+    available = int(getattr(builder, "num_DLA_cores", 0) or 0)
+    if available <= core:
+        warn(f"engine.dla_core: {core}, but this GPU has {available} DLA core(s): building for the GPU only")
+        return {"requested": core, "available": available, "used": False}
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run go to the GPU
+    return {"requested": core, "available": available, "used": True}
+
+
+def _timing_cache(config: Any, s: BuildSettings, trt_version: str, gpu: tuple[str, str],
+                  cache_dir: Path | None) -> Path | None:
+    if s.timing_cache is False:
+        return None
+    folder = cache_dir or (Path(s.timing_cache) if isinstance(s.timing_cache, str) else default_cache_dir())
+    path = timing_cache_file(folder, trt_version, gpu)
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    config.set_timing_cache(cache, ignore_mismatch=False)  # a cache from another GPU is an error, not noise
+    return path
+
+
+def build_engine(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], settings: BuildSettings, *,
+                 trt: Any = None, gpu: tuple[str, str] | None = None, cache_dir: Path | None = None) -> EngineBuild:
+    """Build ``out_dir/model.plan`` and ``out_dir/engine.json`` from ``onnx_path``.
+
+    ``trt`` is the tensorrt module (imported when None; tests pass a recording stand-in), ``gpu``
+    is ``(name, compute capability)`` (torch's device 0 when None).
+
+    Example:
+        >>> build_engine("model.int8.onnx", "engine/", BuildSettings(fp16=True)).plan
+        PosixPath('engine/model.plan')
+    """
+    from edgec.engine import cuda_device, import_tensorrt
+    from edgec.engine.inspector import quantized_nodes, summarize_layers
+    from edgec.engine.sparsity import sparse_24_layers
+    from edgec.export.files import load_onnx
+    from edgec.export.qdq import QOPERATOR_OPS, assert_tensorrt_qdq
+
+    src, out = Path(onnx_path), Path(out_dir)
+    model = load_onnx(src)
+    ops = {n.op_type for n in model.graph.node}
+    quantized = bool(ops & ({"QuantizeLinear", "DequantizeLinear"} | QOPERATOR_OPS))
+    if quantized:
+        assert_tensorrt_qdq(model)  # refuse what TensorRT would reject or mis-build
+    trt = trt if trt is not None else import_tensorrt("building TensorRT engines")
+    gpu = gpu or cuda_device()
+    if gpu is None:
+        raise EdgecError("building a TensorRT engine needs a CUDA GPU, and torch sees none",
+                         hint="build on the target GPU (engines are tied to it)")
+    plan = precision_plan(trt, settings, quantized)
+    source = fp16_onnx(src, out / f"{src.stem}.fp16.onnx") if plan["fp16_onnx"] else src
+    sparse = sparse_24_layers(model)
+
+    logger = _logger(trt)
+    builder = trt.Builder(logger)
+    flags = 0
+    if plan["strongly_typed"] and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    elif plan["strongly_typed"] and plan["api"] == "10":
+        raise EdgecError(f"engine.strongly_typed needs TensorRT >= 9.1 (this is {trt.__version__})",
+                         hint="upgrade TensorRT or set engine.strongly_typed: false")
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    _parse(trt, parser, logger, source)
+
+    config = builder.create_builder_config()
+    for flag in plan["flags"]:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if sparse:
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
+    profile = _add_profile(trt, builder, network, config, settings)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
+    config.builder_optimization_level = settings.optimization_level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector needs per-layer detail
+    dla = _use_dla(trt, builder, config, settings.dla_core)
+    cache_path = _timing_cache(config, settings, trt.__version__, gpu, cache_dir)
+
+    say(f"  building a TensorRT {trt.__version__} engine for {gpu[0]} (sm {gpu[1]}): "
+        f"{'strongly typed' if plan['strongly_typed'] else 'flags ' + ','.join(plan['flags'] or ['none'])}")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EdgecError(f"TensorRT could not build an engine from {src.name}" + _tensorrt_said(logger),
+                         hint="see TensorRT's messages above; a larger engine.workspace_mb or "
+                              "engine.optimization_level: 3 may help")
+    data = bytes(serialized)
+    plan_path = atomic_write_bytes(out / PLAN, data)
+    if cache_path is not None:
+        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+
+    runtime = trt.Runtime(logger)  # kept in scope while the engine lives
+    engine = runtime.deserialize_cuda_engine(data)  # our own fresh bytes: safe to load
+    if engine is None:
+        raise EdgecError("TensorRT built an engine it cannot load back" + _tensorrt_said(logger),
+                         hint="see TensorRT's messages above")
+    info = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
+    layers = summarize_layers(info, quantized_nodes(model))
+    onnx_sha = sha256_file(src)
+    manifest = write_engine_manifest(plan_path, {
+        "key": engine_key(onnx_sha, trt.__version__, gpu, settings.to_dict()),
+        "tensorrt": trt.__version__, "gpu": {"name": gpu[0], "compute_capability": gpu[1]},
+        "onnx": {"file": src.name, "sha256": onnx_sha, "built_from": source.name},
+        "build": {**settings.to_dict(), **plan}, "profile": profile, "sparse_weights": sparse,
+        "dla": dla, "timing_cache": str(cache_path) if cache_path else None, "layers": layers})
+    if layers.get("detailed"):
+        say(f"  engine layers: {layers['int8']} INT8, {layers['fp16']} FP16, {layers['fp32']} FP32; "
+            f"{layers['fallback_count']} fell back from INT8")
+    return EngineBuild(plan_path, manifest)

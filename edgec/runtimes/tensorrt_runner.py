@@ -1,0 +1,208 @@
+"""Run a TensorRT engine (``model.plan``) with torch-owned CUDA buffers: no pycuda needed.
+
+Loading checks the plan against its ``engine.json`` first (sha256, TensorRT version, GPU: see
+:mod:`edgec.engine.manifest`), because deserializing an engine runs code from it. Then, per run::
+
+    ctx.set_input_shape(name, shape)                  # within the engine's optimization profile
+    ctx.set_tensor_address(name, tensor.data_ptr())   # torch tensors on the GPU, inputs and outputs
+    ctx.execute_async_v3(torch.cuda.current_stream().cuda_stream)
+
+Buffers are allocated once per input shape and reused. With ``cuda_graph=True`` the enqueue is
+captured once per input shape into a ``torch.cuda.CUDAGraph`` (after one warm run, which lets
+TensorRT finish its shape-dependent setup outside the capture) and replayed: that removes the
+per-launch CPU overhead that dominates small models at batch 1.
+
+Work runs on torch's *current* stream, so ``edgec bench``'s CUDA-event clock (which makes its own
+stream current) times exactly the engine's kernels.
+
+Example:
+    >>> with TensorRTRunner("runs/digits/engine-1a2b/model.plan", cuda_graph=True) as r:   # doctest: +SKIP
+    ...     logits = r.infer(x)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import EdgecError, ModelError
+from edgec.runtimes.base import Runner, TensorSpec, prepare_feeds
+
+__all__ = ["TensorRTRunner", "check_profile"]
+
+
+def check_profile(name: str, shape: tuple[int, ...], profile: list[tuple[int, ...]] | None) -> None:
+    """ModelError when ``shape`` is outside the ``[min, opt, max]`` shapes an engine was built for.
+
+    Example:
+        >>> check_profile("input", (128, 1, 8, 8), [(1, 1, 8, 8), (1, 1, 8, 8), (64, 1, 8, 8)])
+        Traceback (most recent call last):
+        edgec.errors.ModelError: input 'input' has shape (128, 1, 8, 8), outside the engine's profile ...
+    """
+    if profile is None:
+        return
+    lo, _, hi = profile
+    if len(shape) != len(lo) or any(not a <= s <= b for s, a, b in zip(shape, lo, hi)):
+        raise ModelError(f"input '{name}' has shape {tuple(shape)}, outside the engine's profile "
+                         f"{tuple(lo)} .. {tuple(hi)}",
+                         hint=f"use a batch between {lo[0]} and {hi[0]}, or rebuild with engine.min_batch / "
+                              "engine.max_batch covering it")
+
+
+def _spec_shape(dims: Any) -> tuple[int | str | None, ...]:
+    dims = [int(d) for d in dims]
+    return tuple(("batch" if i == 0 else None) if d < 0 else d for i, d in enumerate(dims))
+
+
+class TensorRTRunner(Runner):
+    """A deserialized TensorRT engine on CUDA device ``device``.
+
+    Example:
+        >>> TensorRTRunner("model.plan").describe()["version"]        # doctest: +SKIP
+        '10.3.0'
+    """
+
+    runtime = "tensorrt"
+
+    def __init__(self, path: str | os.PathLike[str], device: int = 0, cuda_graph: bool = False):
+        from edgec.engine import import_tensorrt
+        from edgec.engine.manifest import check_target, verify_engine
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"engine file not found: {self.path}", hint="check the path")
+        data = self.path.read_bytes()
+        self.manifest = verify_engine(self.path, data=data)  # exactly these bytes, before anything else
+        trt = import_tensorrt("running TensorRT engines")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EdgecError("running a TensorRT engine needs a CUDA GPU, and torch sees none",
+                             hint="run it on the GPU it was built for")
+        self._torch, self._trt = torch, trt
+        self.device = torch.device("cuda", device)
+        major, minor = torch.cuda.get_device_capability(self.device)
+        check_target(self.path, self.manifest, trt.__version__,
+                     (torch.cuda.get_device_name(self.device), f"{major}.{minor}"))
+        with torch.cuda.device(self.device):
+            self._logger = trt.Logger(trt.Logger.WARNING)
+            self._runtime = trt.Runtime(self._logger)
+            self.engine = self._runtime.deserialize_cuda_engine(data)
+            if self.engine is None:
+                raise ModelError(f"TensorRT could not deserialize {self.path}",
+                                 hint="see TensorRT's message above; rebuild the engine on this machine")
+            self.context = self.engine.create_execution_context()
+        self.cuda_graph = cuda_graph
+        self._io_setup(trt)
+        self._buffers: dict[tuple, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._graphs: dict[tuple, Any] = {}
+        self._active: tuple | None = None
+
+    def _io_setup(self, trt: Any) -> None:
+        engine = self.engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        shapes = {n: _spec_shape(engine.get_tensor_shape(n)) for n in names}
+        self._profiles = {n: [tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(n, 0)]
+                          for n in names if is_input[n] and any(not isinstance(d, int) for d in shapes[n])}
+        self.inputs = [TensorSpec(n, shapes[n], self._dtypes[n].name) for n in names if is_input[n]]
+        self.outputs = [TensorSpec(n, shapes[n], self._dtypes[n].name) for n in names if not is_input[n]]
+        maxima = [p[2][0] for p in self._profiles.values()]
+        self.max_batch: int | None = min(maxima) if maxima else None
+
+    def _torch_dtype(self, name: str) -> Any:
+        return self._torch.from_numpy(np.empty(0, self._dtypes[name])).dtype
+
+    def _bind(self, key: tuple) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Shapes and addresses of one input-shape key; buffers allocated on first use."""
+        torch, ctx = self._torch, self.context
+        if key not in self._buffers:
+            ins = {}
+            for name, shape in key:
+                check_profile(name, shape, self._profiles.get(name))
+                if not ctx.set_input_shape(name, shape):
+                    raise ModelError(f"TensorRT refused shape {shape} for input '{name}'",
+                                     hint="expected " + ", ".join(f"{s.name}{list(s.shape)}" for s in self.inputs))
+                ins[name] = torch.empty(shape, dtype=self._torch_dtype(name), device=self.device)
+            outs = {}
+            for spec in self.outputs:
+                shape = tuple(int(d) for d in ctx.get_tensor_shape(spec.name))
+                if any(d < 0 for d in shape):
+                    raise ModelError(f"output '{spec.name}' has a data-dependent shape {shape}",
+                                     hint="edgec's TensorRT runner needs output shapes known from the inputs")
+                outs[spec.name] = torch.empty(shape, dtype=self._torch_dtype(spec.name), device=self.device)
+            self._buffers[key] = (ins, outs)
+            self._active = None
+        if self._active != key:
+            ins, outs = self._buffers[key]
+            for name, shape in key:
+                ctx.set_input_shape(name, shape)
+            for name, t in {**ins, **outs}.items():
+                ctx.set_tensor_address(name, t.data_ptr())
+            self._active = key
+        return self._buffers[key]
+
+    def _execute(self) -> None:
+        stream = self._torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise EdgecError(f"TensorRT failed to run {self.path.name} (execute_async_v3 returned False)",
+                             hint="see TensorRT's message above")
+
+    def _graph(self, key: tuple) -> Any:
+        """The CUDA graph of one input shape, captured after a warm run."""
+        torch = self._torch
+        if key not in self._graphs:
+            self._bind(key)
+            self._execute()  # TensorRT does deferred, shape-dependent work on the first enqueue
+            torch.cuda.current_stream(self.device).synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):  # captures on a side stream, which is current inside
+                self._execute()
+            self._graphs[key] = graph
+        return self._graphs[key]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Copy inputs to the GPU, run the engine on torch's current stream, return outputs as numpy.
+
+        Example:
+            >>> runner.run({"input": x})["logits"].shape        # doctest: +SKIP
+            (8, 10)
+        """
+        if self.context is None:
+            raise EdgecError("this TensorRTRunner is closed", hint="open a new runner")
+        ready = prepare_feeds(self.inputs, feeds)
+        key = tuple((s.name, tuple(ready[s.name].shape)) for s in self.inputs)
+        with self._torch.cuda.device(self.device):
+            ins, outs = self._bind(key)
+            for name, t in ins.items():
+                t.copy_(self._torch.from_numpy(ready[name]))
+            if self.cuda_graph:
+                graph = self._graph(key)
+                self._bind(key)
+                graph.replay()
+            else:
+                self._execute()
+            return {name: t.cpu().numpy() for name, t in outs.items()}  # .cpu() waits for the stream
+
+    def describe(self) -> dict[str, Any]:
+        """TensorRT version, GPU, CUDA graph use, profile, and the build's precision summary."""
+        layers = {k: v for k, v in (self.manifest.get("layers") or {}).items() if k != "per_layer"}
+        return {
+            "runtime": self.runtime, "version": self._trt.__version__, "model": str(self.path),
+            "device": str(self.device), "device_name": self._torch.cuda.get_device_name(self.device),
+            "cuda_graph": self.cuda_graph, "engine_key": self.manifest.get("key"),
+            "profile": {n: [list(s) for s in p] for n, p in self._profiles.items()},
+            "build": self.manifest.get("build"), "engine_layers": layers,
+            "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
+        }
+
+    def close(self) -> None:
+        """Free graphs, buffers, the context and the engine (in that order). Safe to call twice."""
+        self._graphs.clear()
+        self._buffers.clear()
+        self.context = None
+        self.engine = None

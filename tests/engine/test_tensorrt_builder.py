@@ -1,0 +1,177 @@
+"""The builder's version logic and settings, against ``RecordingTensorRT`` (a recording stand-in, not TensorRT).
+
+What TensorRT itself does with these calls is checked by the ``tensorrt``-marked end-to-end test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgec.engine.manifest import timing_cache_file, verify_engine
+from edgec.engine.tensorrt import BuildSettings, build_engine, precision_plan
+from edgec.errors import EdgecError, ModelError
+from tests.engine.recording_tensorrt import RecordingParserError, RecordingTensorRT
+
+GPU = ("Recording GPU", "8.7")
+
+
+def _build(onnx_path, tmp_path, trt, **settings):
+    settings.setdefault("timing_cache", str(tmp_path / "cache"))
+    return build_engine(onnx_path, tmp_path / "out", BuildSettings(**settings), trt=trt, gpu=GPU)
+
+
+def test_trt10_weakly_typed_sets_int8_and_fp16_when_asked(qdq_onnx, tmp_path):
+    trt = RecordingTensorRT(10)
+    built = _build(qdq_onnx, tmp_path, trt)
+    assert trt.record["flags"] == ["INT8"] and trt.record["network_flags"] == 0
+    trt16 = RecordingTensorRT(10)
+    built16 = _build(qdq_onnx, tmp_path / "b", trt16, fp16=True)
+    assert trt16.record["flags"] == ["INT8", "FP16"]
+    assert trt16.record["parsed"] == str(qdq_onnx)  # weakly typed: the QDQ file itself is parsed
+    assert built.manifest["build"]["strongly_typed"] is False and built16.manifest["build"]["api"] == "10"
+
+
+def test_trt10_strongly_typed_sets_no_precision_flags(qdq_onnx, tmp_path):
+    trt = RecordingTensorRT(10)
+    built = _build(qdq_onnx, tmp_path, trt, strongly_typed=True)
+    assert trt.record["flags"] == []
+    assert trt.record["network_flags"] == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert built.manifest["build"]["strongly_typed"] is True
+
+
+def test_trt11_is_strongly_typed_without_flags_and_fp16_goes_through_the_onnx(qdq_onnx, tmp_path):
+    trt = RecordingTensorRT(11)
+    assert not hasattr(trt.BuilderFlag, "INT8")
+    built = _build(qdq_onnx, tmp_path, trt)
+    assert trt.record["flags"] == [] and trt.record["network_flags"] == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    pytest.importorskip("onnxconverter_common", reason="engine.fp16 on TRT 11 needs onnxconverter-common (extra trt)")
+    trt16 = RecordingTensorRT(11)
+    built16 = _build(qdq_onnx, tmp_path / "b", trt16, fp16=True)
+    assert trt16.record["flags"] == []  # no precision flag even though fp16 was asked
+    parsed = trt16.record["parsed"]
+    assert parsed.endswith("model.int8.fp16.onnx") and built16.manifest["onnx"]["built_from"] == "model.int8.fp16.onnx"
+    import onnx
+
+    m = onnx.load(parsed)
+    assert {t.data_type for t in m.graph.initializer} & {onnx.TensorProto.FLOAT16}
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep_io_types
+    assert built.manifest["build"]["api"] == "11"
+
+
+def test_precision_plan_for_a_float_model_sets_no_int8():
+    assert precision_plan(RecordingTensorRT(10), BuildSettings(fp16=True), quantized=False)["flags"] == ["FP16"]
+    assert precision_plan(RecordingTensorRT(10), BuildSettings(), quantized=False)["flags"] == []
+
+
+def test_profile_workspace_level_verbosity(qdq_onnx, tmp_path):
+    trt = RecordingTensorRT(10)
+    built = _build(qdq_onnx, tmp_path, trt, min_batch=2, opt_batch=8, max_batch=32, workspace_mb=256,
+                   optimization_level=5)
+    assert trt.record["profiles"] == [{"input": ([2, 1, 8, 8], [8, 1, 8, 8], [32, 1, 8, 8])}]
+    assert trt.record["pool_limits"] == {"WORKSPACE": 256 << 20}
+    assert trt.record["config"]["builder_optimization_level"] == 5
+    assert trt.record["config"]["profiling_verbosity"] == "DETAILED"
+    assert built.manifest["profile"] == {"input": {"min": [2, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [32, 1, 8, 8]}}
+
+
+def test_timing_cache_is_loaded_and_saved_per_device_and_version(qdq_onnx, tmp_path):
+    cache_dir = tmp_path / "cache"
+    trt = RecordingTensorRT(10)
+    _build(qdq_onnx, tmp_path / "1", trt, timing_cache=str(cache_dir))
+    path = timing_cache_file(cache_dir, "10.3.0", GPU)
+    assert trt.record["timing_cache_loaded"] == b"" and trt.record["timing_cache_ignore_mismatch"] is False
+    assert path.read_bytes() == b"timings:+1"  # saved after the build
+    again = RecordingTensorRT(10)
+    _build(qdq_onnx, tmp_path / "2", again, timing_cache=str(cache_dir))
+    assert again.record["timing_cache_loaded"] == b"timings:+1"  # the second build starts from it
+    other = RecordingTensorRT(11)
+    _build(qdq_onnx, tmp_path / "3", other, timing_cache=str(cache_dir))
+    assert other.record["timing_cache_loaded"] == b""  # another TensorRT version: its own cache
+    assert timing_cache_file(cache_dir, "11.4.0", GPU).is_file()
+    assert timing_cache_file(cache_dir, "10.3.0", ("Other GPU", "9.0")) != path
+    off = RecordingTensorRT(10)
+    _build(qdq_onnx, tmp_path / "4", off, timing_cache=False)
+    assert off.record["timing_cache_loaded"] is None
+
+
+def test_sparse_weights_only_for_2to4_models(qdq_onnx, sparse_qdq_onnx, tmp_path):
+    dense = RecordingTensorRT(10)
+    assert _build(qdq_onnx, tmp_path / "d", dense).manifest["sparse_weights"] == []
+    assert "SPARSE_WEIGHTS" not in dense.record["flags"]
+    sparse = RecordingTensorRT(10)
+    built = _build(sparse_qdq_onnx, tmp_path / "s", sparse)
+    assert "SPARSE_WEIGHTS" in sparse.record["flags"]
+    assert len(built.manifest["sparse_weights"]) == 2  # conv2 and the linear layer; conv1 has C=1
+
+
+def test_dla_only_when_there_are_dla_cores(qdq_onnx, tmp_path):
+    none = RecordingTensorRT(10, dla_cores=0)
+    built = _build(qdq_onnx, tmp_path / "n", none, dla_core=0)
+    assert "default_device_type" not in none.record["config"] and "GPU_FALLBACK" not in none.record["flags"]
+    assert built.manifest["dla"] == {"requested": 0, "available": 0, "used": False}
+    jetson = RecordingTensorRT(10, dla_cores=2)
+    built = _build(qdq_onnx, tmp_path / "j", jetson, dla_core=1)
+    assert jetson.record["config"]["default_device_type"] == "DLA" and jetson.record["config"]["DLA_core"] == 1
+    assert "GPU_FALLBACK" in jetson.record["flags"] and built.manifest["dla"]["used"] is True
+    plain = RecordingTensorRT(10, dla_cores=2)
+    _build(qdq_onnx, tmp_path / "p", plain)  # not asked for: GPU
+    assert "default_device_type" not in plain.record["config"]
+
+
+def test_parser_errors_name_the_node_and_quote_tensorrt(qdq_onnx, tmp_path):
+    errors = [RecordingParserError("Unsupported attribute 'foo'", 3, "/conv/Conv", "Conv"),
+              RecordingParserError("second problem", 7)]
+    with pytest.raises(ModelError) as err:
+        _build(qdq_onnx, tmp_path, RecordingTensorRT(10, parser_errors=errors))
+    text = str(err.value)
+    assert "node 3 '/conv/Conv' (Conv): Unsupported attribute 'foo' [UNSUPPORTED_NODE]" in text
+    assert "node 7: second problem" in text and "(2 errors)" in text
+    assert not (tmp_path / "out" / "model.plan").exists()
+
+
+def test_failed_build_is_a_clear_error_with_tensorrts_message(qdq_onnx, tmp_path):
+    with pytest.raises(EdgecError, match="could not build an engine") as err:
+        _build(qdq_onnx, tmp_path, RecordingTensorRT(10, build_fails=True))
+    assert "no tactic fits the workspace" in str(err.value)
+    assert not (tmp_path / "out" / "model.plan").exists()
+
+
+def test_builder_refuses_what_the_qdq_checker_rejects(qoperator_onnx, tmp_path):
+    trt = RecordingTensorRT(10)
+    with pytest.raises(ModelError, match="QLinearConv"):
+        _build(qoperator_onnx, tmp_path, trt)
+    assert trt.record["parsed"] is None  # refused before TensorRT saw it
+
+
+def test_builder_refuses_asymmetric_zero_points(qdq_onnx, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(qdq_onnx))
+    zp = next(t for t in model.graph.initializer if "zero_point" in t.name and not t.dims)
+    zp.CopyFrom(numpy_helper.from_array(np.array(3, dtype=np.int8), zp.name))
+    bad = tmp_path / "asym.onnx"
+    onnx.save(model, str(bad))
+    with pytest.raises(ModelError, match="asymmetric"):
+        _build(bad, tmp_path, RecordingTensorRT(10))
+
+
+def test_engine_and_manifest_are_written_and_verifiable(qdq_onnx, tmp_path):
+    layer_info = {"Layers": [{"Name": "/0/Conv + /1/Relu", "LayerType": "CaskConvolution",
+                              "Weights": {"Type": "Int8", "Count": 72}}], "Bindings": ["input", "logits"]}
+    trt = RecordingTensorRT(10, layer_info=layer_info)
+    built = _build(qdq_onnx, tmp_path, trt)
+    assert built.plan.read_bytes() == trt.record["deserialized"]  # the inspector saw the built bytes
+    manifest = json.loads(built.plan.with_name("engine.json").read_text())
+    assert manifest == built.manifest and manifest["tensorrt"] == "10.3.0"
+    assert manifest["gpu"] == {"name": GPU[0], "compute_capability": GPU[1]}
+    assert manifest["layers"]["int8"] == 1 and manifest["layers"]["int8_fraction"] == 1.0
+    assert verify_engine(built.plan, "10.3.0", GPU)["key"] == manifest["key"]
+
+
+def test_settings_validate_batches():
+    with pytest.raises(EdgecError, match="min <= opt <= max"):
+        BuildSettings(min_batch=4, opt_batch=2)
