@@ -49,6 +49,9 @@ class StudentWithRegressors(nn.Module):
 
     Its forward is the student's (validation accuracy stays meaningful); after training only
     ``student`` is kept. State-dict keys: ``student.*``, ``regressors.<i>.*``.
+    ``forward(x, features=[...], stop=...)`` returns :func:`capture`'s ``(maps, logits)`` of the
+    student instead: the losses call it that way, so under torchrun the capture runs inside
+    DistributedDataParallel's forward (which must see every training forward).
     """
 
     def __init__(self, student: nn.Module, regressors: Sequence[nn.Module]):
@@ -56,7 +59,9 @@ class StudentWithRegressors(nn.Module):
         self.student = student
         self.regressors = nn.ModuleList(regressors)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, features: Sequence[str] | None = None, stop: bool = False):
+        if features is not None:
+            return capture(self.student, x, features, stop=stop)
         return self.student(x)
 
 
@@ -86,8 +91,12 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     return -(p_t * log_p_s).sum(dim=-1).mean()
 
 
-def _student_of(model: nn.Module) -> nn.Module:
-    return model.student if isinstance(model, StudentWithRegressors) else model
+def _student_features(model: nn.Module, x: torch.Tensor, names: Sequence[str], stop: bool = False):
+    """``capture`` on the student that ``model`` is or holds (through a DDP wrapper's forward too)."""
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if isinstance(inner, StudentWithRegressors):
+        return model(x, features=names, stop=stop)
+    return capture(model, x, names, stop=stop)
 
 
 def _build_regressors(teacher: nn.Module, student: nn.Module, pairs: Sequence[tuple[str, str]],
@@ -179,7 +188,7 @@ class FitNets:
                 teacher.eval()
             with torch.no_grad():
                 hint = capture(teacher, x, [hint_layer], stop=True)[0][hint_layer]   # (B, O_h, N_h1, N_h2)
-            guided = capture(_student_of(model), x, [guided_layer], stop=True)[0][guided_layer]
+            guided = _student_features(model, x, [guided_layer], stop=True)[0][guided_layer]
             return hint_loss(regressor(guided), hint)  # r: (B, O_g, N_g1, N_g2) -> hint's shape
 
         return loss
@@ -272,7 +281,7 @@ class FeatureKD:
                 teacher.eval()
             with torch.no_grad():
                 t_feats, t_logits = capture(teacher, x, t_names)  # one forward: maps + (B, K)
-            s_feats, s_logits = capture(_student_of(model), x, s_names)
+            s_feats, s_logits = _student_features(model, x, s_names)
             total = alpha * kd_loss(s_logits, t_logits, temperature)
             if alpha < 1:
                 total = total + (1 - alpha) * F.cross_entropy(s_logits, y)

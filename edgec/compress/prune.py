@@ -24,6 +24,10 @@ dense model plus the :class:`ModelSpec` that rebuilds it (its ``channels`` param
 are removed in chunks down to the next multiple, never below 8 (or below the original width when
 that is smaller), never above the original.
 
+Under torchrun (:mod:`edgec.distributed`) each rank scores its shard of the same batches; the
+criterion statistics are averaged over all ranks' samples before ranking, so every rank removes
+the same channels (checked at each step), and fine-tuning runs DDP, re-wrapped after each removal.
+
 Example:
     >>> result = prune(model, spec, (x, y), (xv, yv), criterion="taylor", target_flops=0.5)
     >>> small, small_spec, report = result
@@ -43,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgec import distributed
 from edgec.compress.prune_criteria import (LossFn, check_criterion, criterion_scores, map_mflops,
                                            rank_scores)
 from edgec.compress.prune_graph import CostModel, channel_groups, remove_channels
@@ -153,7 +158,7 @@ def prune(model: nn.Module, spec: ModelSpec, train: tuple[np.ndarray, np.ndarray
     step_maps = maps_per_step or max(1, round(0.02 * sum(sizes.values())))
     batches = BatchStream(x_tr, y_tr, config.batch_size, seed, device)
     gen = torch.Generator().manual_seed(seed)
-    base_acc = evaluate(model, *val)[1]
+    base_acc = evaluate(model, *val, across_ranks=True)[1]
     say(f"{criterion}: {sum(sizes.values())} maps in {len(groups)} groups, {base_flops:,} MACs, "
         f"{base_params:,} params, val_acc {base_acc:.2%}")
 
@@ -174,9 +179,12 @@ def prune(model: nn.Module, spec: ModelSpec, train: tuple[np.ndarray, np.ndarray
             continue   # an earlier step already went past this step's goal
         data = batches.take(criterion_batches) if criterion in ("taylor", "activation") else []
         raw = criterion_scores(criterion, model, groups, data, loss_fn, gen)
+        if data:  # under torchrun: means over every rank's samples, identical on all ranks
+            raw = distributed.mean_over_samples(raw, sum(len(yb) for _, yb in data))
         scores = rank_scores(raw, map_mflops(model, groups, shape), flops_lambda)
         keep = choose_maps(scores, sizes, floors, round_to, math.inf if num_steps else step_maps,
                        lambda s: met(s, share))
+        distributed.check_same(keep, f"the channels to keep at pruning step {len(steps) + 1}")
         if not keep:
             stopped = "no prunable maps left (every layer is at its minimum width)"
             break
@@ -186,9 +194,9 @@ def prune(model: nn.Module, spec: ModelSpec, train: tuple[np.ndarray, np.ndarray
         sizes = {g.name: g.size for g in groups}
         # Accuracy right after removal, before fine-tuning: how much the criterion's choice costs
         # (the paper's Fig. 3 view); then after fine-tuning: what the schedule keeps.
-        acc_pruned = evaluate(model, *val)[1]
+        acc_pruned = evaluate(model, *val, across_ranks=True)[1]
         loss = finetune_steps(model, batches, finetune_batches, config, loss_fn)
-        acc = evaluate(model, *val)[1] if finetune_batches else acc_pruned
+        acc = evaluate(model, *val, across_ranks=True)[1] if finetune_batches else acc_pruned
         removed = sum(previous[2].values()) - sum(sizes.values())
         row = {"step": len(steps) + 1, "maps_removed": removed,
                "flops_ratio": cost.flops(sizes) / base_flops,
@@ -210,7 +218,7 @@ def prune(model: nn.Module, spec: ModelSpec, train: tuple[np.ndarray, np.ndarray
         result = fit(model, train, val, config, loss_fn=loss_fn, description="prune finetune",
                      progress=progress, workdir=workdir)
         model, history = result.model, result.to_dict()
-    final_acc = evaluate(model, *val)[1]
+    final_acc = evaluate(model, *val, across_ranks=True)[1]
     report = {
         "criterion": criterion, "flops_lambda": flops_lambda, "round_to": round_to,
         "target": {"flops": target_flops, "params": target_params,

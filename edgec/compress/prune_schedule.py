@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from edgec import distributed
 from edgec.compress.prune_criteria import LossFn
 from edgec.compress.prune_graph import ChannelGroup
 from edgec.errors import TrainingDiverged
@@ -23,7 +24,8 @@ from edgec.train.config import make_optimizer
 class BatchStream:
     """An endless stream of shuffled training batches (a new permutation per pass), seeded.
 
-    The steps of one pruning run draw from one stream, so successive steps see new data.
+    The steps of one pruning run draw from one stream, so successive steps see new data. Under
+    torchrun every rank draws the same global batches and gets its shard of each.
 
     Example:
         >>> x, y = next(BatchStream(xt, yt, 64, seed=0, device=torch.device("cpu")))
@@ -38,8 +40,9 @@ class BatchStream:
     def _epoch(self) -> Iterator[torch.Tensor]:
         order = torch.randperm(len(self.y), generator=self.gen)
         for s in range(0, len(order), self.bs):
-            if len(order) - s > 1 or s == 0:   # a batch of one breaks train-mode BatchNorm
-                yield order[s:s + self.bs]
+            # a batch of one (on any rank) breaks train-mode BatchNorm
+            if len(order) - s >= 2 * distributed.world_size() or s == 0:
+                yield distributed.shard(order[s:s + self.bs])
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = next(self._it, None)
@@ -59,6 +62,8 @@ def finetune_steps(model: nn.Module, batches: BatchStream, steps: int, config: T
 
     A fresh optimizer every time: the old one's state has the shapes of the unpruned layers.
     Uses ``config``'s optimizer, lr, momentum, weight decay and grad_clip (no lr schedule).
+    Under torchrun: DDP wrapped anew (the shapes changed), the loss and NaN check reduced over
+    ranks, and rank 0's buffers copied to all at the end.
 
     Example:
         >>> finetune_steps(model, batches, 30, TrainConfig(lr=1e-3), cross_entropy_loss)
@@ -70,18 +75,25 @@ def finetune_steps(model: nn.Module, batches: BatchStream, steps: int, config: T
     optimizer = make_optimizer(params, config)
     model.train()
     total = 0.0
-    for _ in range(steps):
-        x, y = next(batches)
-        loss = loss_fn(model, x, y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"pruning fine-tuning diverged: the loss became {float(loss)}",
-                                   hint=f"lower the fine-tuning lr (now {config.lr:g})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        total += float(loss.detach())
+    world = distributed.world_size()
+    with distributed.data_parallel(model, params) as net:
+        for _ in range(steps):
+            x, y = next(batches)
+            loss = loss_fn(net, x, y)
+            loss_sum, n, bad = distributed.sum_floats(float(loss.detach()) * len(y), len(y),
+                                                      float(not torch.isfinite(loss)))
+            if bad or not math.isfinite(loss_sum):
+                raise TrainingDiverged(f"pruning fine-tuning diverged: the loss became {loss_sum / n}",
+                                       hint=f"lower the fine-tuning lr (now {config.lr:g})")
+            optimizer.zero_grad(set_to_none=True)
+            if world > 1 and len(y) * world != n:  # unequal shards: weight to the global mean
+                loss = loss * (len(y) * world / n)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            total += loss_sum / n
+    distributed.sync_buffers(model)
     model.eval()
     return total / steps
 

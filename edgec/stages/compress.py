@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgec import distributed
 from edgec.artifacts import Artifact, StageWork
 from edgec.console import say
 from edgec.stages.train import CHECKPOINT, save_student, train_config
@@ -29,6 +30,7 @@ def _kd_loss(ctx: BuildContext, work: StageWork, student):
     from edgec.stages import parent
 
     teacher, _ = load_model(parent(work, "teacher").file("teacher.safetensors"))
+    teacher = teacher.to(next(student.parameters()).device)
     params = {k: v for k, v in ctx.recipe.distill.params.items() if k in ("temperature", "alpha")}
     return make_distill_method("kd", teacher, student, **params).loss_fn()
 
@@ -40,6 +42,7 @@ def prune(ctx: BuildContext, work: StageWork) -> None:
 
     p, ds = ctx.recipe.prune, ctx.dataset
     student, spec = load_model(student_parent(work).file(STUDENT))
+    student = student.to(distributed.device())
     loss_fn = _kd_loss(ctx, work, student) if p.distill else None
     work.scratch.add(CHECKPOINT)  # the final fine-tuning's checkpoint (resumable after Ctrl-C)
     result = run_prune(student, spec, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), criterion=p.criterion,
@@ -70,8 +73,16 @@ def quantized_training(ctx: BuildContext, work: StageWork) -> None:
 
     q, ds, r = ctx.recipe.quantize, ctx.dataset, ctx.recipe
     student, _ = load_model(student_parent(work).file(STUDENT))
+    student = student.to(distributed.device())
     work.scratch.add(CHECKPOINT)
     set_seed(r.seed)  # SR rounds the initial weights stochastically before training starts
+    if not distributed.is_main():  # train along with rank 0, which exports and verifies
+        from edgec.compress.qat import train_quantized
+
+        train_quantized(student, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), train_config(q.train, r.seed),
+                        method=q.method, bits=q.bits, scheme=q.scheme, workdir=work.path, progress=False,
+                        loss_fn=_kd_loss(ctx, work, student) if q.distill else None)
+        return
     art = quantize_for_deployment(
         student, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), work.path, ds.input_shape,
         method=q.method, bits=q.bits, scheme=q.scheme, config=train_config(q.train, r.seed),

@@ -1,4 +1,7 @@
-"""Training stages: ``teacher`` (train it, or load given weights) and ``distill`` (the student)."""
+"""Training stages: ``teacher`` (train it, or load given weights) and ``distill`` (the student).
+
+Under torchrun every rank runs them (on its GPU with NCCL); only rank 0 saves (see :mod:`edgec.distributed`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgec import distributed
 from edgec.artifacts import StageWork, sha256_file
 from edgec.errors import ModelError, RecipeError
 from edgec.recipe import TrainSpec
@@ -54,6 +58,9 @@ def _save(ctx: BuildContext, work: StageWork, model, spec, filename: str, result
     from edgec.models import count_flops, count_params, save_model
     from edgec.train import evaluate
 
+    if not distributed.is_main():  # the other ranks trained along; rank 0 publishes
+        return
+    model = model.cpu()
     ds = ctx.dataset
     meta = {"normalization": json.dumps(ds.normalization()), "labels": json.dumps(ds.labels)}
     save_model(model, spec, work.path / filename, metadata=meta)
@@ -76,7 +83,7 @@ def teacher(ctx: BuildContext, work: StageWork) -> None:
 
     r, ds = ctx.recipe, ctx.dataset
     spec = _spec(ctx, r.teacher)
-    model = build_seeded(ctx, spec)
+    model = build_seeded(ctx, spec).to(distributed.device())
     result = None
     if r.teacher.weights:
         state = load_state_dict_file(r.teacher.weights)
@@ -103,12 +110,13 @@ def distill(ctx: BuildContext, work: StageWork) -> None:
 
     r, ds = ctx.recipe, ctx.dataset
     spec = _spec(ctx, r.student)
-    student = build_seeded(ctx, spec)
+    student = build_seeded(ctx, spec).to(distributed.device())
     cfg = train_config(r.distill.train, r.seed)
     work.scratch.add(CHECKPOINT)
     train, val = (ds.train.x, ds.train.y), (ds.val.x, ds.val.y)
     if r.distill.enabled:
         teacher_model, _ = load_model(parent(work, "teacher").file("teacher.safetensors"))
+        teacher_model = teacher_model.to(distributed.device())
         result = run_distill(student, teacher_model, train, val, cfg, method=r.distill.method,
                              method_params=dict(r.distill.params), workdir=work.path, progress=ctx.progress)
     else:

@@ -10,7 +10,8 @@ Layout (``FORMAT`` = "edgec.train.checkpoint/1")::
     {"format", "fingerprint", "resume_key", "config", "description", "torch_version",
      "epoch",                      # completed epochs, 1-based
      "model", "optimizer", "scheduler" (or None),
-     "history", "best_state", "best_epoch", "best_val_accuracy"}
+     "history", "best_state", "best_epoch", "best_val_accuracy",
+     "world_size"}                 # processes that wrote it (information only: any number resumes)
 
 Example:
     >>> ckpt = load_checkpoint(Path("runs/teacher/checkpoint.pt"), torch.device("cpu"))

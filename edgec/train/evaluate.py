@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgec import distributed
 from edgec.errors import DataError
 
 
@@ -46,9 +47,9 @@ def device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                     device: torch.device) -> tuple[float, float]:
-    """:func:`evaluate` on tensors already checked by :func:`as_tensors` (the loop's fast path)."""
+def _eval_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+               device: torch.device) -> tuple[float, float]:
+    """Summed cross-entropy and number of correct predictions over (x, y), eval mode, no autograd."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -62,20 +63,40 @@ def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
                 correct += (logits.argmax(dim=-1) == yb).sum()
     finally:
         model.train(was_training)
-    return loss_sum.item() / len(y), correct.item() / len(y)
+    return loss_sum.item(), float(correct.item())
+
+
+def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                     device: torch.device, *, across_ranks: bool = False) -> tuple[float, float]:
+    """:func:`evaluate` on tensors already checked by :func:`as_tensors` (the loop's fast path).
+
+    ``across_ranks``: under torchrun each rank evaluates its share of the rows and the sums are
+    reduced, so every rank gets the same numbers (a collective: every rank must call it).
+    """
+    if across_ranks and distributed.active():
+        xs, ys = distributed.shard(x), distributed.shard(y)
+        loss_sum, correct = _eval_sums(model, xs, ys, batch_size, device)
+        loss_sum, correct, n = distributed.sum_floats(loss_sum, correct, len(ys))
+        return loss_sum / n, correct / n
+    loss_sum, correct = _eval_sums(model, x, y, batch_size, device)
+    return loss_sum / len(y), correct / len(y)
 
 
 def mean_loss_tensors(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor],
                                                          torch.Tensor],
-                      x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device) -> float:
+                      x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device, *,
+                      across_ranks: bool = False) -> float:
     """Sample-weighted mean of a training ``loss_fn`` over (x, y), in eval mode without gradients.
 
     What fit's ``monitor="val_objective"`` compares between epochs (e.g. FitNets' hint loss on the
     validation data, the criterion the paper's stage 1 stops on). The model's mode is restored.
+    ``across_ranks`` as in :func:`evaluate_tensors`.
 
     Example:
         >>> mean_loss_tensors(model, cross_entropy_loss, xv, yv, 256, torch.device("cpu"))
     """
+    if across_ranks and distributed.active():
+        x, y = distributed.shard(x), distributed.shard(y)
     was_training = model.training
     model.eval()
     total = 0.0
@@ -86,17 +107,21 @@ def mean_loss_tensors(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tens
                 total += float(loss_fn(model, xb, yb)) * len(yb)
     finally:
         model.train(was_training)
+    if across_ranks:
+        total, n = distributed.sum_floats(total, len(y))
+        return total / n
     return total / len(y)
 
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray,
-             batch_size: int = 256) -> tuple[float, float]:
+             batch_size: int = 256, *, across_ranks: bool = False) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on (x, y), in eval mode without autograd.
 
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards. ``across_ranks=True`` splits the rows
+    over torchrun's ranks and reduces the result (every rank must call it; same numbers on all).
 
     Example:
         >>> val_loss, val_acc = evaluate(model, x_val, y_val)
     """
     xt, yt = as_tensors((x, y), "evaluation")
-    return evaluate_tensors(model, xt, yt, batch_size, device_of(model))
+    return evaluate_tensors(model, xt, yt, batch_size, device_of(model), across_ranks=across_ranks)

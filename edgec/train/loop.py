@@ -9,6 +9,10 @@ Guarantees, in the order a user meets them:
 - **Safe on divergence**: a NaN/Inf loss (or gradient norm, with ``grad_clip``) stops the run,
   puts the last good weights back into the model and raises :class:`TrainingDiverged`. A
   diverged state is never checkpointed.
+- **Distributed under torchrun** (:mod:`edgec.distributed`): ``batch_size`` is the global batch;
+  each rank trains DDP on its shard of the same permutation; losses, the NaN guard and validation
+  are reduced across ranks, so every rank takes the same decisions; rank 0 alone reads and writes
+  the checkpoint (the model's own state: resumable with any number of processes).
 
 Example:
     >>> set_seed(0); model = make_model()
@@ -19,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -32,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgec import distributed
 from edgec.errors import TrainingDiverged
 from edgec.train.checkpoint import (CHECKPOINT_NAME, copy_state, load_checkpoint,
                                     save_checkpoint, state_matches)
@@ -76,35 +82,50 @@ class _Diverged(Exception):
 def _batch_starts(n: int, config: TrainConfig) -> list[int]:
     starts = list(range(0, n, config.batch_size))
     # A final batch of one sample breaks BatchNorm in train mode ("expected more than 1 value per
-    # channel"); drop it. The shuffle puts a different sample there each epoch.
-    if len(starts) > 1 and n - starts[-1] == 1:
+    # channel"); drop it (with N ranks: one that gives any rank fewer than two). The shuffle puts
+    # different samples there each epoch.
+    if len(starts) > 1 and n - starts[-1] < 2 * distributed.world_size():
         starts.pop()
     return starts[:config.max_batches_per_epoch] if config.max_batches_per_epoch else starts
 
 
-def _train_epoch(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
-                 trainable: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor,
-                 config: TrainConfig, epoch: int, device: torch.device, report: Reporter,
-                 after_step: Callable[[nn.Module], None] | None = None) -> float:
-    """One pass over a fresh shuffle of (x, y); returns the sample-weighted mean loss."""
+def _train_epoch(net: nn.Module, model: nn.Module, loss_fn: LossFn,
+                 optimizer: torch.optim.Optimizer, trainable: list[nn.Parameter], x: torch.Tensor,
+                 y: torch.Tensor, config: TrainConfig, epoch: int, device: torch.device,
+                 report: Reporter, after_step: Callable[[nn.Module], None] | None = None) -> float:
+    """One pass over a fresh shuffle of (x, y); returns the sample-weighted mean loss.
+
+    ``net`` is what the loss calls (``model``, or its DDP wrapper under torchrun); every rank
+    draws the same permutation and trains on its shard of each global batch.
+    """
     torch_seed, shuffle_seed = _epoch_seeds(config.seed, epoch)
-    set_seed(torch_seed)
+    set_seed(distributed.rank_seed(torch_seed))
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(shuffle_seed))
     starts = _batch_starts(len(y), config)
+    world = distributed.world_size()
     model.train()
     total, count = 0.0, 0
     with report.epoch(epoch, config.epochs, len(starts)) as advance:
         for step, start in enumerate(starts, 1):
             idx = order[start:start + config.batch_size]
-            xb, yb = x[idx].to(device), y[idx].to(device)  # (B, C, H, W), (B,)
-            loss = loss_fn(model, xb, yb)
+            local = distributed.shard(idx)
+            xb, yb = x[local].to(device), y[local].to(device)  # (B/world, C, H, W), (B/world,)
+            loss = loss_fn(net, xb, yb)
             if loss.ndim != 0:
                 raise TypeError(f"loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}")
-            # One host sync per step: the price of catching NaN at the step it appears.
+            # One host sync per step: the price of catching NaN at the step it appears. Under
+            # torchrun the same (tiny) all-reduce gives every rank the global loss and NaN flag.
             value = float(loss.detach())
-            if not math.isfinite(value):
+            loss_sum, n, bad = distributed.sum_floats(value * len(local), len(local),
+                                                      float(not math.isfinite(value)))
+            value = loss_sum / n
+            if bad or not math.isfinite(value):
                 raise _Diverged("loss", value, step, len(starts), _has_nonfinite(xb))
             model.zero_grad(set_to_none=True)
+            if world > 1 and len(local) * world != n:
+                # DDP averages rank gradients equally; weight unequal shards so the result is the
+                # gradient of the global batch mean.
+                loss = loss * (len(local) * world / n)
             loss.backward()
             if config.grad_clip is not None:
                 norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip))
@@ -112,9 +133,10 @@ def _train_epoch(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optim
                     raise _Diverged("gradient norm", norm, step, len(starts), _has_nonfinite(xb))
             optimizer.step()
             if after_step is not None:  # e.g. BinaryConnect's clip / stochastic rounding's re-rounding
-                after_step(model)
-            total += value * len(idx)
-            count += len(idx)
+                with distributed.shared_rng(torch_seed + step):  # ranks must round alike
+                    after_step(model)
+            total += loss_sum
+            count += int(n)
             advance(loss=value)
     return total / count
 
@@ -143,7 +165,10 @@ def _resume_point(path: Path | None, config: TrainConfig, resume_key: str, monit
                   model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
                   report: Reporter) -> dict[str, Any] | None:
     """The checkpoint to continue from, with model/optimizer already loaded from it; or None."""
-    ckpt = load_checkpoint(path, device) if path is not None else None
+    # Rank 0 reads the file and sends it to the others (their workdir is not the published one).
+    ckpt = distributed.from_main(lambda: load_checkpoint(path, device if not distributed.active()
+                                                         else torch.device("cpu"))) \
+        if path is not None else None
     if ckpt is None:
         return None
     if ckpt.get("fingerprint") != config.fingerprint():
@@ -205,11 +230,11 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
     trainable = _trainable(model, params)
     check_monitor(monitor)
     if config.epochs == 0:
-        _, val_acc = evaluate_tensors(model, x_va, y_va, VAL_BATCH_SIZE, device)
+        _, val_acc = evaluate_tensors(model, x_va, y_va, VAL_BATCH_SIZE, device, across_ranks=True)
         return TrainResult(model=model.eval(), best_val_accuracy=val_acc)
     optimizer = make_optimizer(trainable, config)
     scheduler = make_scheduler(optimizer, config)
-    report = Reporter(description, enabled=progress)
+    report = Reporter(description, enabled=progress and distributed.is_main())
     ckpt_path = Path(workdir) / checkpoint_name if workdir is not None else None
 
     history: list[dict] = []
@@ -231,21 +256,25 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
     good_state, good_epoch = copy_state(model), done  # what a divergence rolls back to
 
     epoch = done
+    parallel = contextlib.ExitStack()  # under torchrun: the DDP wrapper, for these epochs only
+    net = parallel.enter_context(distributed.data_parallel(model, trainable))
     try:
         for epoch in range(done + 1, config.epochs + 1):
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             if on_epoch_start is not None:
                 on_epoch_start(epoch, config.epochs)
-            train_loss = _train_epoch(model, loss_fn, optimizer, trainable, x_tr, y_tr, config,
-                                      epoch, device, report, after_step)
+            train_loss = _train_epoch(net, model, loss_fn, optimizer, trainable, x_tr, y_tr,
+                                      config, epoch, device, report, after_step)
             if scheduler is not None:
                 scheduler.step()
-            val_loss, val_acc = evaluate_tensors(model, x_va, y_va, VAL_BATCH_SIZE, device)
+            distributed.sync_buffers(model)  # every rank now holds rank 0's model
+            val_loss, val_acc = evaluate_tensors(model, x_va, y_va, VAL_BATCH_SIZE, device,
+                                                 across_ranks=True)
             if not math.isfinite(val_loss):
                 raise _Diverged("validation loss", val_loss, None, 0, _has_nonfinite(x_va))
-            val_obj = mean_loss_tensors(model, loss_fn, x_va, y_va, VAL_BATCH_SIZE, device) \
-                if monitor == "val_objective" else None
+            val_obj = mean_loss_tensors(model, loss_fn, x_va, y_va, VAL_BATCH_SIZE, device,
+                                        across_ranks=True) if monitor == "val_objective" else None
             if val_obj is not None and not math.isfinite(val_obj):
                 raise _Diverged("validation objective", val_obj, None, 0, _has_nonfinite(x_va))
             now = copy_state(model)
@@ -258,7 +287,7 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             if val_obj is not None:
                 row["val_objective"] = val_obj
             history.append(row)
-            if ckpt_path is not None:
+            if ckpt_path is not None and distributed.is_main():
                 save_checkpoint(ckpt_path, {
                     "fingerprint": config.fingerprint(), "resume_key": resume_key,
                     "config": asdict(config),
@@ -266,7 +295,8 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "history": history, "best_state": best_state, "best_epoch": best_epoch,
-                    "best_val_accuracy": best_acc, "monitor": monitor, "best_score": best_score})
+                    "best_val_accuracy": best_acc, "monitor": monitor, "best_score": best_score,
+                    "world_size": distributed.world_size()})
             # Only now is this epoch "good": a Ctrl-C during the write above rolls back further.
             good_state, good_epoch = now, epoch
             report.line(f"epoch {epoch}/{config.epochs}  train_loss {train_loss:.4f}  "
@@ -283,6 +313,8 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             if ckpt_path is not None and good_epoch else ""
         report.line(f"interrupted during epoch {epoch}{kept}")
         raise
+    finally:
+        parallel.close()
 
     model.load_state_dict(best_state)
     model.zero_grad(set_to_none=True)  # the last step's gradients mean nothing for best_state
