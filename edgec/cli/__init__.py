@@ -46,8 +46,20 @@ def build(
     data: Annotated[Optional[Path], typer.Option("--data", help="Override the recipe's data.path.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-run every stage instead of reusing finished ones.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", help="Train on N local processes (one per GPU, else CPU/gloo): "
+                                                 "launches torchrun; the recipe's batch_size is the global batch.")] = None,
 ) -> None:
     """Run a recipe end to end: teacher, distill, export, quantize, engine, verify, bench, report."""
+    if nproc is not None:
+        from edgec.distributed import launch
+
+        args = [*(["--debug"] if _state["debug"] else []), "build", recipe,
+                *(["--out", str(out)] if out is not None else []), *(["--data", str(data)] if data is not None else []),
+                *(["--force"] if force else []), *(["--quiet"] if quiet else [])]
+        code = launch(nproc, args)
+        if code == 130:
+            _interrupted()
+        raise typer.Exit(code)
     from edgec.pipeline import build as run_build
 
     try:
@@ -97,9 +109,9 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 
 @app.command()
 def bench(
-    model: Annotated[str, typer.Argument(help="Model file: .onnx, .safetensors (edgec model); .plan/.engine (TensorRT) later.")],
+    model: Annotated[str, typer.Argument(help="Model file: .onnx, .safetensors (edgec model), .plan/.engine (TensorRT, with its engine.json).")],
     device: Annotated[str, typer.Option(help="cpu | cuda | jetson.")] = "cpu",
-    runtime: Annotated[str, typer.Option(help="auto | torch | onnxruntime.")] = "auto",
+    runtime: Annotated[str, typer.Option(help="auto | torch | onnxruntime | tensorrt | kernels (a .safetensors student on edgec's CUDA kernels).")] = "auto",
     batch: Annotated[str, typer.Option(help="Batch sizes to sweep, e.g. 1,8,32.")] = "1",
     shape: Annotated[Optional[str], typer.Option(help="One sample's input shape without the batch, e.g. 1,28,28.")] = None,
     deploy: Annotated[Optional[Path], typer.Option(help="deploy.json giving the input shape (default: beside the model).")] = None,
@@ -137,16 +149,34 @@ def gate(
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Compare results from different machines/settings anyway.")] = False,
     update_baseline: Annotated[bool, typer.Option("--update-baseline", help="After comparing, write CURRENT over the baseline.")] = False,
     config: Annotated[Optional[Path], typer.Option(help="Gate config TOML (default: ./.edgec-gate.toml when present).")] = None,
+    min_int8_layers: Annotated[Optional[float], typer.Option(help="TensorRT engines: least share of layers running in INT8, e.g. 0.9.")] = None,
+    max_fallback_layers: Annotated[Optional[int], typer.Option(help="TensorRT engines: most layers that fell back from INT8 to float.")] = None,
 ) -> None:
     """Compare CURRENT with a baseline: exit 0 pass, 1 real regression, 2 bad input or incomparable files."""
     from edgec.bench.gate import load_gate_config, run_gate
 
     settings = load_gate_config(config, max_latency_regression=max_latency_regression,
                                 max_energy_regression=max_energy_regression, max_accuracy_drop=max_accuracy_drop,
-                                alpha=alpha, latency=latency, energy=energy, allow_mismatch=allow_mismatch or None)
+                                alpha=alpha, latency=latency, energy=energy, allow_mismatch=allow_mismatch or None,
+                                min_int8_layers=min_int8_layers, max_fallback_layers=max_fallback_layers)
     report = run_gate(current, baseline, settings, update_baseline=update_baseline)
     if not (report.passed or update_baseline):
         raise typer.Exit(1)
+
+
+report_app = typer.Typer(name="report", no_args_is_help=True, help="Reports across runs and devices.")
+app.add_typer(report_app)
+
+
+@report_app.command("fleet")
+def report_fleet(
+    results: Annotated[list[Path], typer.Argument(help="Results files (edgec bench --json / runs/<name>/results.json), one or more per device.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write fleet.md, fleet.json and fleet.png into this folder.")] = None,
+) -> None:
+    """Merge bench results from many devices into one comparison table (and plot)."""
+    from edgec.bench.fleet import report_fleet as run_report
+
+    run_report(results, out)
 
 
 kernels_app = typer.Typer(name="kernels", no_args_is_help=True, help="edgec's custom CUDA kernels.")
@@ -181,20 +211,43 @@ def kernels_check(
         raise typer.Exit(1)
 
 
+@kernels_app.command("bench")
+def kernels_bench(
+    quick: Annotated[bool, typer.Option("--quick", help="One shape per op, for a smoke run.")] = False,
+    iters: Annotated[int, typer.Option(help="Timed runs per case.")] = 100,
+    warmup: Annotated[int, typer.Option(help="Warm-up runs per case.")] = 20,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write the results JSON here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Results JSON on stdout instead of the table.")] = False,
+) -> None:
+    """Time the kernels against torch's cuDNN/cuBLAS ops on this GPU (needs a CUDA GPU, pycuda, nvcc; else exit 2)."""
+    from edgec.atomic import atomic_write_json
+    from edgec.console import say
+    from edgec.kernels.bench import format_table, run
+
+    doc = run(quick=quick, iters=iters, warmup=warmup, progress=say)
+    typer.echo(json.dumps(doc, indent=2) if as_json else format_table(doc))
+    if out is not None:
+        atomic_write_json(out, doc)
+        say(f"wrote {out}")
+
+
 def main() -> None:
     """Console-script entry point: run the app and map errors to exit codes.
 
     Typer handles usage errors itself (exit 2); edgec's own errors print one message and exit with
     their code; Ctrl-C exits 130; anything else is a bug and says so.
     """
+    from rich.markup import escape
+
     try:
         app()
     except EdgecError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        console.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+        # Messages are plain text: escape them, or `pip install 'edgec[gpu]'` loses its "[gpu]" to markup.
+        console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
         if exc.hint:
-            console.print(f"  [yellow]->[/] {exc.hint}", soft_wrap=True)
+            console.print(f"  [yellow]->[/] {escape(exc.hint)}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _interrupted()
