@@ -297,6 +297,15 @@ class Recipe(Section):
         return self
 
     @model_validator(mode="after")
+    def _engine_fits_bench(self) -> Recipe:
+        # A TensorRT engine only runs batches inside its optimisation profile.
+        if (self.engine.backend == "tensorrt" and self.bench.enabled
+                and self.bench.batch_size > self.engine.max_batch):
+            raise ValueError(f"bench.batch_size {self.bench.batch_size} > engine.max_batch {self.engine.max_batch}: "
+                             "the TensorRT engine cannot run it; raise engine.max_batch or lower bench.batch_size")
+        return self
+
+    @model_validator(mode="after")
     def _text(self) -> Recipe:
         if self.data.name != "sst2":
             if "text" in self.model_fields_set:

@@ -114,6 +114,14 @@ def test_split_fractions_checked():
         parse_recipe({"edgec": 1, "data": {"val_fraction": 0.5, "test_fraction": 0.45}})
 
 
+def test_tensorrt_engine_profile_must_cover_the_bench_batch():
+    with pytest.raises(RecipeError, match="bench.batch_size 128 > engine.max_batch 64"):
+        parse_recipe({"edgec": 1, "engine": {"backend": "tensorrt"}, "bench": {"batch_size": 128}})
+    # Other backends have no profile; a disabled bench runs no batch.
+    assert parse_recipe({"edgec": 1, "bench": {"batch_size": 128}}).engine.max_batch == 64
+    parse_recipe({"edgec": 1, "engine": {"backend": "tensorrt"}, "bench": {"enabled": False, "batch_size": 128}})
+
+
 def test_distill_methods_get_their_own_defaults():
     r = parse_recipe({"edgec": 1, "distill": {"method": "fitnets"}})
     assert r.distill.params == {}  # not kd's temperature/alpha, which fitnets does not take
