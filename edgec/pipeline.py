@@ -46,7 +46,13 @@ class BuildContext:
     _dataset: Any = None
 
     @property
-    def dataset(self):  # -> edgec.data.Dataset
+    def dataset(self):  # -> edgec.data.Dataset, or edgec.text.data.TextDataset for text recipes
+        if self._dataset is None and self.recipe.data.name == "sst2":  # text: token ids, not images
+            from edgec.text.data import load_sst2
+
+            d = self.recipe.data
+            self._dataset = load_sst2(d.path, val_fraction=d.val_fraction, seed=self.recipe.seed, limit=d.limit,
+                                      test_limit=self.recipe.text.test_limit)
         if self._dataset is None:
             from edgec.data import load_dataset
 

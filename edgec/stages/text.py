@@ -52,13 +52,8 @@ def folder_digest(folder: Path) -> str:
 def run_text(ctx: BuildContext) -> dict[str, Artifact]:
     """Run the text chain of ``ctx.recipe``; returns the artifacts by stage name."""
     from edgec.bench.results import SCHEMA
-    from edgec.text.data import load_sst2
-
     r, t = ctx.recipe, ctx.recipe.text
-    if ctx._dataset is None:  # BuildContext.dataset reads images; text data is loaded here, once
-        ctx._dataset = load_sst2(r.data.path, val_fraction=r.data.val_fraction, seed=r.seed, limit=r.data.limit,
-                                 test_limit=t.test_limit)
-    ds = ctx._dataset
+    ds = ctx.dataset  # a TextDataset (BuildContext.dataset dispatches on data.name)
     backend = text_backend(r.engine.backend)  # fail before any training
     folder = teacher_folder(t.teacher.path)
     teacher_cfg = t.teacher.model_dump(mode="json", exclude={"label_batch_size"})
