@@ -4,9 +4,11 @@
     deploy/model.int8.onnx   INT8 QDQ student (PTQ or QAT; ONNX Runtime on CPU; TensorRT builds from it)
     deploy/model.w<b>.onnx + model.w<b>.lowbit.{safetensors,json}   b-bit student (BinaryConnect/SR)
                              instead of model.int8.onnx: on-grid FP32 weights + packed codes
+    deploy/vocab.json        text models: the vocabulary (any file the export stage lists in its
+                             ``deploy_files`` metric ships the same way)
     deploy/deploy.json       input name/shape/dtype, preprocessing, labels, files' sha256
 
-To serve it: ``x = (pixels * scale - mean[c]) / std[c]`` in NCHW float32, then
+To serve an image model: ``x = (pixels * scale - mean[c]) / std[c]`` in NCHW float32, then
 ``onnxruntime.InferenceSession("model.int8.onnx").run(None, {input_name: x})[0].argmax(1)``.
 """
 
@@ -31,6 +33,8 @@ def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name
     elif q is not None:  # low-bit: ONNX with on-grid weights + packed codes for the kernels
         for key in ("onnx", "packed", "metadata"):
             files[q.metrics[key]] = q.file(q.metrics[key])
+    for name in arts["export"].metrics.get("deploy_files", []):  # e.g. a text model's vocab.json
+        files[name] = arts["export"].file(name)
     for name, src in files.items():
         with atomic_path(folder / name) as tmp:
             shutil.copyfile(src, tmp)

@@ -178,10 +178,6 @@ def write_report(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]
     out = ctx.store.root
     report = collect(ctx, arts)
     report["deploy"] = write_deploy(out, arts, ctx.dataset, ctx.recipe.name)
-    if "vocab" in arts["export"].metrics:  # text: the vocabulary ships beside the model
-        from edgec.stages.text import deploy_vocab
-
-        report["deploy"] = deploy_vocab(out, arts, report["deploy"])
     if any(m["latency_ms"] for m in report["models"].values()):
         with atomic_path(out / "report.png") as tmp:
             tmp.write_bytes(render_plot(report))

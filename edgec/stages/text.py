@@ -236,7 +236,8 @@ def export(ctx: BuildContext, work: StageWork) -> None:
     shutil.copyfile(src.file(VOCAB), work.path / VOCAB)  # the vocabulary travels with the model
     ids = test_ids(ctx, src.file(VOCAB))[:256]
     parity = student_parity(model, path, ids, atol=e.parity_atol, rtol=e.parity_rtol)
-    work.metrics.update(parity=parity.to_dict(), io=describe_io(path), ops=op_counts(path), vocab=VOCAB)
+    work.metrics.update(parity=parity.to_dict(), io=describe_io(path), ops=op_counts(path), vocab=VOCAB,
+                        deploy_files=[VOCAB])  # edgec.deploy ships it beside the model
     say(f"  parity torch vs ONNX Runtime: max |diff| {parity.max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.3f}")
 
 
@@ -374,19 +375,3 @@ def bench(ctx: BuildContext, work: StageWork) -> None:
                             "dtype": "int64", "source": f"median-length test sentence: {one!r}"}]
         results[name] = entry
     write_bench(ctx, work, results, timing, batches)
-
-
-def deploy_vocab(out: Path, arts: dict[str, Artifact], info: dict[str, Any]) -> dict[str, Any]:
-    """Add ``vocab.json`` to ``out/deploy`` and to ``deploy.json``: with it (and the tokenizer rule in
-    ``preprocessing``) the ONNX student is served without edgec."""
-    import shutil
-
-    from edgec.atomic import atomic_path
-
-    folder = out / "deploy"
-    with atomic_path(folder / VOCAB) as tmp:
-        shutil.copyfile(arts["export"].file(VOCAB), tmp)
-    info = {**info, "files": {**info["files"], VOCAB: {"sha256": sha256_file(folder / VOCAB),
-                                                       "bytes": (folder / VOCAB).stat().st_size}}}
-    atomic_write_json(folder / "deploy.json", info)
-    return info
