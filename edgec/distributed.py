@@ -24,8 +24,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
-import pickle
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -138,6 +138,10 @@ def session() -> Iterator[None]:
     console.quiet = me != 0
     try:
         yield
+        # Leave together: a rank that tears down its gloo connections while a peer still uses them
+        # can abort that peer ("terminate called without an active exception").
+        with contextlib.suppress(Exception):
+            dist.barrier()
     except EdgecError as exc:
         if me != 0:  # every rank prints its error: say whose it is
             exc.message = f"[rank {me}] {exc.message}"
@@ -147,6 +151,9 @@ def session() -> Iterator[None]:
                         hint="another rank failed or was interrupted first; its error is above") from exc
     finally:
         console.quiet = quiet
+        # Free DDP wrappers (reference cycles) while the process group is alive: a group destroyed
+        # later, during interpreter shutdown, can abort the process from gloo's worker threads.
+        gc.collect()
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
 
@@ -268,7 +275,7 @@ def check_same(value: Any, what: str) -> None:
     if not active():
         return
     reference = broadcast_object(value)
-    differs = all_gather_object(pickle.dumps(value) != pickle.dumps(reference))
+    differs = all_gather_object(repr(value) != repr(reference))  # lists/dicts of numbers and names
     bad = [r for r, d in enumerate(differs) if d]
     if bad:
         raise RuntimeError(f"ranks {bad} disagree with rank 0 on {what}")
