@@ -49,13 +49,17 @@ def built_models(work: StageWork) -> dict[str, tuple[Path, str]]:
     return {name: (path, runtime) for name, (path, runtime, _) in files.items()}
 
 
+def thread_options(runtime: str, threads: int | None) -> dict:
+    """The runner option that sets ``threads`` CPU threads (torch and ONNX Runtime name it differently)."""
+    if not threads or runtime not in ("torch", "onnxruntime"):
+        return {}
+    return {"threads": threads} if runtime == "torch" else {"intra_op_threads": threads}
+
+
 def _open(path: Path, runtime: str, threads: int | None = None, **options):
     from edgec.runtimes import open_runner
 
-    opts = dict(options)
-    if threads and runtime in ("torch", "onnxruntime"):
-        opts.update({"threads": threads} if runtime == "torch" else {"intra_op_threads": threads})
-    return open_runner(path, runtime=runtime, **opts)
+    return open_runner(path, runtime=runtime, **options, **thread_options(runtime, threads))
 
 
 def _engine_options(ctx: BuildContext, runtime: str) -> dict:

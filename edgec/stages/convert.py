@@ -76,7 +76,7 @@ def engine(ctx: BuildContext, work: StageWork) -> None:
     src = work.parents[0]
     name = src.metrics["file"] if src.stage == "quantize" else "model.onnx"
     model_file = src.file(name)
-    backend = resolve_backend(ctx.recipe.engine.backend)
+    backend = work.config["backend"]  # resolved once, before any training (stages.run_all)
     spec, sample = ctx.recipe.engine, ctx.dataset.test.x[:1]
     info: dict = {"backend": backend, "model": f"{src.stage}-{src.key}/{name}", "model_sha256": sha256_file(model_file)}
     if backend == "tensorrt":

@@ -28,6 +28,7 @@ from edgec.artifacts import Artifact, StageWork, sha256_file, stable_hash
 from edgec.atomic import atomic_write_json
 from edgec.console import say
 from edgec.errors import RecipeError, VerificationFailed
+from edgec.stages.check import int8_problems, thread_options, write_bench
 
 if TYPE_CHECKING:
     from edgec.pipeline import BuildContext
@@ -251,12 +252,6 @@ def quantize(ctx: BuildContext, work: StageWork) -> None:
     say(f"  INT8: {ops.get('DynamicQuantizeLSTM', 0)} DynamicQuantizeLSTM, {ops.get('MatMulInteger', 0)} MatMulInteger")
 
 
-def _runtime_options(runtime: str, threads: int | None) -> dict[str, Any]:
-    if not threads:
-        return {}
-    return {"threads": threads} if runtime == "torch" else {"intra_op_threads": threads}
-
-
 def engine(ctx: BuildContext, work: StageWork) -> None:
     """Open the deployable ONNX in the backend, run one real sentence, record what ran."""
     from edgec.runtimes import open_runner
@@ -264,9 +259,9 @@ def engine(ctx: BuildContext, work: StageWork) -> None:
     (src,) = work.parents
     name = src.metrics["file"] if src.stage == "quantize" else "model.onnx"
     model_file = src.file(name)
-    backend = text_backend(ctx.recipe.engine.backend)
+    backend = work.config["backend"]  # resolved once, before any training (run_text)
     threads = ctx.recipe.engine.intra_op_threads
-    with open_runner(model_file, runtime=backend, **_runtime_options(backend, threads)) as runner:
+    with open_runner(model_file, runtime=backend, **thread_options(backend, threads)) as runner:
         runner.infer(np.array([[3, 4, 5]], dtype=np.int64))  # three ordinary word ids
         described = runner.describe()
     info = {"backend": backend, "model": f"{src.stage}-{src.key}/{name}", "model_sha256": sha256_file(model_file),
@@ -314,7 +309,7 @@ class TextInputs:
 
         path, runtime, _ = self.files[name]
         if runtime != "torch":
-            return open_runner(path, runtime=runtime, **_runtime_options(runtime, threads))
+            return open_runner(path, runtime=runtime, **thread_options(runtime, threads))
         if name == "teacher":
             from edgec.text.teacher import ids_module
 
@@ -323,12 +318,11 @@ class TextInputs:
             from edgec.text.student import load_student
 
             module = load_student(path)
-        return TorchRunner(module, input_dtype="int64", **_runtime_options("torch", threads))
+        return TorchRunner(module, input_dtype="int64", **thread_options("torch", threads))
 
 
 def verify(ctx: BuildContext, work: StageWork) -> None:
     """Accuracy of every model on the test sentences; INT8 vs FP32 agreement within the verify tolerances."""
-    from edgec.stages.check import int8_problems
     from edgec.text.teacher import predict_logits
 
     test = ctx.dataset.test
@@ -359,7 +353,6 @@ def bench(ctx: BuildContext, work: StageWork) -> None:
     """Latency at batch 1 (the median-length test sentence, unpadded) and at ``bench.batch_size``
     (the first test sentences, padded to their longest), every model on its own token ids."""
     from edgec.bench.run import Timing, bench_model
-    from edgec.stages.check import write_bench
 
     b, test = ctx.recipe.bench, ctx.dataset.test
     timing = Timing(warmup_runs=b.warmup_runs, warmup_s=b.warmup_s, min_runs=b.min_runs, min_duration_s=b.min_duration_s)
