@@ -5,8 +5,8 @@
 - :mod:`edgec.kernels.ops`: ``sparse_conv2d``, ``lowbit_linear``, ``int8_linear`` on CUDA tensors.
 - :mod:`edgec.kernels.modules`: ``SparseConv2d``, ``LowBitLinear``, ``convert(model)``.
 
-The sources are ``edgec/kernels/cuda/*.cu`` (package data, so wheels carry them);
-``edgec/kernels/cuda/cuda_cpu_emu.h`` runs them on the
+The sources are the top-level ``kernels/*.cu`` (a wheel ships them as ``edgec/kernels/cuda/``);
+``kernels/cuda_cpu_emu.h`` runs them on the
 CPU for the tests. Importing this package imports neither torch nor pycuda and does not touch
 CUDA; names below are loaded on first use.
 

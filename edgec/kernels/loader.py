@@ -1,4 +1,4 @@
-"""Compile edgec's CUDA kernels (``edgec/kernels/cuda/*.cu``) and load them through pycuda.
+"""Compile edgec's CUDA kernels (``kernels/*.cu``, shipped as ``edgec/kernels/cuda/``) and load them through pycuda.
 
 Two paths:
 
@@ -52,15 +52,21 @@ class KernelError(EdgecError):
 
 
 def kernel_dir() -> Path:
-    """Folder of the ``.cu`` sources: ``$EDGEC_KERNEL_SRC``, else ``edgec/kernels/cuda/`` (package data,
-    so a wheel install carries them too)."""
+    """Folder of the ``.cu`` sources.
+
+    In order: ``$EDGEC_KERNEL_SRC``; ``edgec/kernels/cuda/`` beside this file (a wheel install:
+    pyproject maps the top-level ``kernels/`` folder there as package data); the checkout's
+    top-level ``kernels/`` (a source tree or an editable install).
+    """
     env = os.environ.get("EDGEC_KERNEL_SRC")
-    folder = Path(env) if env else Path(__file__).resolve().parent / "cuda"
-    if not (folder / "cuda_cpu_emu.h").is_file():
-        raise KernelError(f"edgec's CUDA kernel sources are not at {folder}",
-                          hint="reinstall edgec (its wheel ships edgec/kernels/cuda/), or set EDGEC_KERNEL_SRC "
-                               "to a folder holding the .cu files")
-    return folder
+    here = Path(__file__).resolve().parent
+    candidates = [Path(env)] if env else [here / "cuda", here.parents[1] / "kernels"]
+    for folder in candidates:
+        if (folder / "cuda_cpu_emu.h").is_file():
+            return folder
+    raise KernelError(f"edgec's CUDA kernel sources are not at {' or '.join(map(str, candidates))}",
+                      hint="reinstall edgec (its wheel ships them as edgec/kernels/cuda/), or set EDGEC_KERNEL_SRC "
+                           "to a folder holding the .cu files")
 
 
 def kernel_source(name: str) -> Path:

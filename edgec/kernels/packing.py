@@ -1,8 +1,8 @@
 """Weight formats of edgec's CUDA kernels, and the conversions to and from them (plain numpy).
 
-Each format is specified exactly here; the ``edgec/kernels/cuda/*.cu`` header comments point back to it.
+Each format is specified exactly here; the ``kernels/*.cu`` header comments point back to it.
 
-**CSR conv weights** (:class:`CsrConv2dWeight`, for ``edgec/kernels/cuda/sparse_conv2d_csr.cu``): a dense
+**CSR conv weights** (:class:`CsrConv2dWeight`, for ``kernels/sparse_conv2d_csr.cu``): a dense
 ``[Cout, C, KH, KW]`` filter bank is seen as a ``[Cout, C*KH*KW]`` matrix (row = output channel,
 column ``k = (c*KH + r)*KW + s``) and stored as CSR: ``row_ptr`` int32 ``[Cout+1]``, ``col_idx``
 int32 ``[nnz]`` (increasing within a row), ``values`` float32 ``[nnz]``. Exact zeros are dropped;

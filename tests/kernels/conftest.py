@@ -1,6 +1,6 @@
 """Fixtures for the kernel tests: the CPU emulation drivers (compiled once per session) and a GPU gate.
 
-The drivers in ``edgec/kernels/cuda/cpu_harness/`` include the unmodified ``edgec/kernels/cuda/*.cu``
+The drivers in ``kernels/cpu_harness/`` include the unmodified ``kernels/*.cu``
 sources after ``cuda_cpu_emu.h`` (same folder) and are built with g++ (``-std=c++20 -pthread``), with AddressSanitizer
 and UBSan when the toolchain has them, so an out-of-bounds read in a kernel fails the test.
 """
@@ -21,7 +21,7 @@ import pytest
 from edgec.kernels.bench import gpu_missing
 from edgec.kernels.loader import kernel_dir
 
-KERNELS = kernel_dir()  # edgec/kernels/cuda/: package data, where the installed edgec has them
+KERNELS = kernel_dir()  # top-level kernels/ (edgec/kernels/cuda/ in a wheel install)
 HARNESS = KERNELS / "cpu_harness"
 DRIVERS = {"sparse_conv2d_csr": "sparse_conv2d_csr_main.cpp", "lowbit": "lowbit_main.cpp",
            "int8_gemm_dp4a": "int8_gemm_dp4a_main.cpp", "selftest": "emu_selftest.cpp"}

@@ -1,4 +1,4 @@
-"""The CPU emulation header itself (edgec/kernels/cuda/cuda_cpu_emu.h) against CUDA's documented semantics.
+"""The CPU emulation header itself (kernels/cuda_cpu_emu.h) against CUDA's documented semantics.
 
 If these hold, a kernel that passes on the emulator has correct indexing, synchronisation and
 warp-level data flow; what the emulator cannot show (timing, memory model subtleties beyond

@@ -1,5 +1,9 @@
 """A wheel (``pip install .``, not editable) carries the CUDA sources, and the loader finds them there.
 
+The sources live in the top-level ``kernels/`` folder; pyproject maps it to ``edgec/kernels/cuda/`` in the
+wheel. pyproject lists edgec's packages by name (find() cannot do that mapping), so the wheel test also
+checks that every module under ``edgec/`` is in the wheel.
+
 The wheel is built from a copy of the source tree (so the checkout gets no ``build/`` folder) with
 the already-installed setuptools (``--no-build-isolation``: no network), then unpacked and imported
 from the unpacked folder in a fresh interpreter, as a site-packages install would be.
@@ -27,12 +31,18 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    shutil.copytree(ROOT / "edgec", src / "edgec", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for folder in ("edgec", "kernels"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                         "-w", str(tmp / "dist"), str(src)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     (whl,) = (tmp / "dist").glob("edgec-*.whl")
     return whl
+
+
+def test_sources_live_in_the_top_level_kernels_folder():
+    assert kernel_dir() == ROOT / "kernels"  # a checkout (editable install) reads them there
+    assert not (ROOT / "edgec" / "kernels" / "cuda").exists()
 
 
 def test_wheel_contains_every_kernel_source_and_the_cpu_harness(wheel):
@@ -43,6 +53,14 @@ def test_wheel_contains_every_kernel_source_and_the_cpu_harness(wheel):
     assert "edgec/kernels/cuda/cpu_harness/harness_io.h" in expected
     missing = expected - names
     assert not missing, f"not in the wheel: {sorted(missing)}"
+    assert not any(n.startswith("kernels/") for n in names), "kernels/ must not become a top-level folder"
+
+
+def test_wheel_contains_every_edgec_module(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "edgec").rglob("*.py")}
+    missing = modules - names
+    assert not missing, f"add their packages to [tool.setuptools] packages in pyproject.toml: {sorted(missing)}"
 
 
 def test_loader_finds_the_sources_in_an_unpacked_wheel(wheel, tmp_path):

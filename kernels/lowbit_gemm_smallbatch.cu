@@ -12,7 +12,7 @@
 //
 // Launch shape: block = (128, 1, 1) = 4 warps = 4 output rows; grid = (ceil(N / 4), ceil(M / 4), 1).
 //
-// Compile: nvcc -cubin -arch=sm_87 -Xptxas -v -I edgec/kernels/cuda edgec/kernels/cuda/lowbit_gemm_smallbatch.cu
+// Compile: nvcc -cubin -arch=sm_87 -Xptxas -v -I kernels kernels/lowbit_gemm_smallbatch.cu
 #include "lowbit_common.cuh"
 
 #define LB_MB 4

@@ -1,4 +1,4 @@
-// CPU driver for edgec/kernels/cuda/lowbit_gemv.cu and edgec/kernels/cuda/lowbit_gemm_smallbatch.cu.
+// CPU driver for kernels/lowbit_gemv.cu and kernels/lowbit_gemm_smallbatch.cu.
 // Inputs x.bin (f32, or f16 bits), words.bin (uint32), scales.bin, [bias.bin]; output y.bin.
 #include "../lowbit_gemv.cu"
 #include "../lowbit_gemm_smallbatch.cu"

@@ -25,7 +25,7 @@
 // __launch_bounds__(256, 2): an explicit occupancy target keeps ptxas from capping registers at 32
 // (it did so, and spilled, for 128-thread kernels on sm_90 with CUDA 13).
 //
-// Compile: nvcc -cubin -arch=sm_87 -Xptxas -v edgec/kernels/cuda/int8_gemm_dp4a.cu   (__dp4a needs sm_61+)
+// Compile: nvcc -cubin -arch=sm_87 -Xptxas -v kernels/int8_gemm_dp4a.cu   (__dp4a needs sm_61+)
 
 #define I8_TILE 32   // output tile edge (rows of x and rows of w per block)
 #define I8_BK 16     // int32 words of K per shared-memory stage

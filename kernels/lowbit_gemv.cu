@@ -13,7 +13,7 @@
 // Launch shape: block = (128, 1, 1) = 4 warps = 4 output rows; grid = (ceil(N / 4), M, 1).
 //   One warp per output row, warp-shuffle reduction; no shared memory, no __syncthreads.
 //
-// Compile: nvcc -cubin -arch=sm_87 -Xptxas -v -I edgec/kernels/cuda edgec/kernels/cuda/lowbit_gemv.cu
+// Compile: nvcc -cubin -arch=sm_87 -Xptxas -v -I kernels kernels/lowbit_gemv.cu
 #include "lowbit_common.cuh"
 
 LOWBIT_ENTRY(lowbit_gemv_f32_b8, 8, 1, float)

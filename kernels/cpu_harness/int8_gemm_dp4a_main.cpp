@@ -1,4 +1,4 @@
-// CPU driver for edgec/kernels/cuda/int8_gemm_dp4a.cu: quantize_int8_f32 then int8_gemm_dp4a, as ops.int8_linear.
+// CPU driver for kernels/int8_gemm_dp4a.cu: quantize_int8_f32 then int8_gemm_dp4a, as ops.int8_linear.
 // Inputs x.bin (f32 [M, K]), wq.bin (int8 [N, K4]), w_scales.bin, [bias.bin]; outputs xq.bin, y.bin.
 #include "../int8_gemm_dp4a.cu"
 #include "harness_io.h"

@@ -1,4 +1,4 @@
-// CPU driver for edgec/kernels/cuda/sparse_conv2d_csr.cu (built with -include cuda_cpu_emu.h).
+// CPU driver for kernels/sparse_conv2d_csr.cu (built with -include cuda_cpu_emu.h).
 // Inputs x.bin (f32, or f16 bits), row_ptr.bin, col_idx.bin, values.bin, [bias.bin]; output y.bin.
 #include "../sparse_conv2d_csr.cu"
 #include "harness_io.h"

@@ -20,7 +20,7 @@
 // active warp here (edgec's kernels only shuffle with all 32 lanes; the emulator aborts otherwise).
 // blockDim.x*y*z must therefore be a multiple of 32 for kernels that shuffle.
 //
-// Use: g++ -std=c++20 -O2 -pthread -include edgec/kernels/cuda/cuda_cpu_emu.h driver.cpp   (or #include it
+// Use: g++ -std=c++20 -O2 -pthread -include kernels/cuda_cpu_emu.h driver.cpp   (or #include it
 // before the .cu file). The .cu files guard their one CUDA-only include with #ifndef EDGEC_CPU_EMU.
 #pragma once
 #define EDGEC_CPU_EMU 1

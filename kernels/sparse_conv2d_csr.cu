@@ -27,7 +27,7 @@
 //   registers and spilled; asking for 4 resident blocks allows up to 128 (uses ~40-56).
 //   Limits: N, Cout <= 65535 (grid y/z), C*H*W and OH*OW < 2^31, KH, KW <= 65535.
 //
-// Compile: nvcc -cubin -arch=sm_87 -Xptxas -v edgec/kernels/cuda/sparse_conv2d_csr.cu
+// Compile: nvcc -cubin -arch=sm_87 -Xptxas -v kernels/sparse_conv2d_csr.cu
 //   (edgec.kernels.loader does this at run time, cached; CPU check: cpu_harness/ + tests/kernels).
 #ifndef EDGEC_CPU_EMU
 #include <cuda_fp16.h>
