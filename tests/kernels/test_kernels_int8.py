@@ -1,0 +1,102 @@
+"""The INT8 mmvq kernel (kernels/int8_gemv_mmvq.cu) on the CPU emulator, against the numpy reference.
+
+Shapes hit: every MB variant (1, 2, 4, 8, 16), M not a multiple of MB, M > 16 (rows walked 16 at a time), N not a
+multiple of the rows per block (clamped loads), K not a multiple of 16 or 8 (scalar x loads, padded weights), K
+past one 512-byte warp stretch and past one shared-memory chunk (KC = 16384 / MB bytes), fp16 and fp32 x.
+The launch geometry is the one :mod:`edgec.kernels.int8` uses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgec.kernels import int8
+from edgec.kernels.loader import kernel_dir
+from edgec.kernels.packing import quantize_int8_weight
+from tests.kernels.emu_drivers import build_emulator
+
+
+@pytest.fixture(scope="module")
+def emu8(tmp_path_factory):
+    return build_emulator(tmp_path_factory.mktemp("int8-emu"),
+                          {"int8": kernel_dir() / "cpu_harness" / "int8_gemv_mmvq_main.cpp"})
+
+
+def _case(m, n, k, seed, x_scale=0.02):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    if n > 2:
+        w[2] = 0.0  # an all-zero row: scale 0
+    packed = quantize_int8_weight(w)
+    x = (rng.standard_normal((m, k)) * 2).astype(np.float32)
+    # exact ties of the unrounded quantity and values past the clip
+    x.flat[: min(x.size, 6)] = (np.array([0.5, 1.5, 2.5, -0.5, -1.5, 300.0]) * x_scale)[: min(x.size, 6)]
+    return packed, x
+
+
+# (M, N, K)
+SHAPES = [(1, 7, 100), (1, 40, 1100), (2, 33, 64), (3, 9, 130), (5, 17, 520), (8, 5, 24), (16, 9, 1100),
+          (20, 5, 40)]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"M{m}-N{n}-K{k}" for m, n, k in SHAPES])
+def test_mmvq_matches_reference(emu8, shape, dtype):
+    m, n, k = shape
+    packed, x = _case(m, n, k, seed=m * 1000 + n * 10 + k)
+    if dtype == "f16":
+        x = x.astype(np.float16).astype(np.float32)  # what the kernel sees
+    q16 = int8.pad_rows(packed.q, k)
+    k16 = q16.shape[1]
+    bias = np.random.default_rng(k).standard_normal(n).astype(np.float32) if m % 2 else None
+    x_scale = 0.02
+    entry, grid, block = int8.mmvq_launch(m, n, half=dtype == "f16")
+    inputs = {"x": x.astype(np.float16) if dtype == "f16" else x, "wq": q16, "w_scales": packed.scales}
+    if bias is not None:
+        inputs["bias"] = bias
+    out_dtype = np.float16 if dtype == "f16" else np.float32
+    y = emu8.run("int8", entry, inputs, {"y": (out_dtype, m * n)}, M=m, N=n, K=k, K16=k16,
+                 inv_scale=repr(float(int8.inverse_scale(x_scale))), x_scale=repr(float(np.float32(x_scale))),
+                 has_bias=int(bias is not None), grid=grid, block=block)["y"].reshape(m, n)
+    ref = int8.linear_reference(x, q16, packed.scales, x_scale, bias)
+    if dtype == "f16":
+        np.testing.assert_allclose(y.astype(np.float32), ref.astype(np.float16).astype(np.float32), rtol=1e-3,
+                                   atol=1e-3)
+    else:
+        np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)
+    if n > 2:  # the zeroed weight row gives exactly its bias
+        assert np.all(y[:, 2].astype(np.float32) == (0.0 if bias is None else bias[2].astype(out_dtype)))
+
+
+def test_launch_geometry():
+    assert int8.mmvq_launch(1, 4096, True) == ("int8_mmvq_f16_mb1", (256, 1, 1), (256, 1, 1))
+    assert int8.mmvq_launch(3, 4096, False) == ("int8_mmvq_f32_mb4", (128, 1, 1), (256, 1, 1))
+    assert int8.mmvq_launch(40, 100, True) == ("int8_mmvq_f16_mb16", (4, 3, 1), (256, 1, 1))
+    assert int8.quantize_launch(5, 4112, True) == ("int8_quantize_f16", (3, 5, 1), (256, 1, 1))
+    assert int8.use_int_mm(17, 4096) and not int8.use_int_mm(16, 4096) and not int8.use_int_mm(64, 4095)
+    assert int8.pad16(1) == 16 and int8.pad16(4096) == 4096
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_quantize_kernel_matches_reference(emu8, dtype):
+    m, k = 3, 37  # K16 = 48: a zero tail; K odd: the scalar path
+    _, x = _case(m, 4, k, seed=5)
+    if dtype == "f16":
+        x = x.astype(np.float16).astype(np.float32)
+    k16 = int8.pad16(k)
+    entry, grid, block = int8.quantize_launch(m, k16, half=dtype == "f16")
+    out = emu8.run("int8", entry, {"x": x.astype(np.float16) if dtype == "f16" else x}, {"xq": (np.int8, m * k16)},
+                   M=m, K=k, K16=k16, inv_scale=repr(float(int8.inverse_scale(0.02))), grid=grid, block=block)
+    xq = out["xq"].reshape(m, k16)
+    np.testing.assert_array_equal(xq, int8.quantize_activation(x, 0.02))
+    assert not xq[:, k:].any() and xq[0, 5] == 127  # the tail is zero; 300 * scale clips to 127
+
+
+def test_reference_is_the_w8a8_product():
+    packed, x = _case(4, 6, 50, seed=1)
+    q16 = int8.pad_rows(packed.q, 50)
+    ref = int8.linear_reference(x, q16, packed.scales, 0.02)
+    xq = int8.quantize_activation(x, 0.02)[:, :50].astype(np.float64) * 0.02
+    w = packed.q[:, :50].astype(np.float64) * packed.scales[:, None]
+    np.testing.assert_allclose(ref, xq @ w.T, rtol=1e-5, atol=1e-5)
