@@ -67,6 +67,7 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
                             scheme: str | None = None, config: TrainConfig | None = None,
                             exporter: str | None = None, stem: str = "student",
                             workdir: str | Path | None = None, progress: bool = True,
+                            parity_atol: float = 1e-4, parity_rtol: float = 1e-3,
                             **train_options: Any) -> QuantizedArtifacts:
     """Quantize a trained float ``student`` by ``method`` and write verified deployable files.
 
@@ -74,8 +75,10 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
     :data:`DEFAULT_CONFIGS` [method]; ``train_options`` go to :func:`train_quantized`
     (``quantize_first``, ``quantize_last``, ``act_observer``, ``stochastic_forward``, ``loss_fn``).
     ``exporter`` defaults to ``torchscript`` for QAT (see :mod:`edgec.export.lowbit`) and
-    ``dynamo`` otherwise. Raises RecipeError for bad settings, VerificationFailed when a file
-    disagrees with its torch model.
+    ``dynamo`` otherwise. ``parity_atol``/``parity_rtol`` (the recipe's ``export.parity_atol/rtol``)
+    bound the low-bit ONNX against the deployed torch model (reference in FP32 without TF32) and are
+    reported for QAT. Raises RecipeError for bad settings, VerificationFailed when a file disagrees
+    with its torch model.
 
     Example:
         >>> art = quantize_for_deployment(student, train, val, "out", (1, 8, 8), method="binaryconnect", bits=1)
@@ -83,7 +86,8 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
         'student.w1.lowbit.safetensors'
     """
     from edgec.export.lowbit import QAT_EXPORTER, export_lowbit, export_qat_qdq, run_onnx, verify_qdq
-    from edgec.export.onnx import check_parity, compare_outputs, export_onnx
+    from edgec.compare import compare
+    from edgec.export.onnx import check_parity, export_onnx
 
     method = check_method(method)
     bits = check_bits(method, bits, scheme)
@@ -98,7 +102,7 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
         int8 = quantize_qdq(fp32, out / f"{stem}.int8.onnx",
                             select_calibration_samples(np.asarray(train[0]), PTQ_CALIBRATION_SAMPLES))
         # PTQ changes the function: report (not enforce) how often INT8 ORT agrees with float torch.
-        agree = compare_outputs(run_onnx(fp32, x_val), run_onnx(int8, x_val)).to_dict()
+        agree = compare(run_onnx(fp32, x_val), run_onnx(int8, x_val)).to_dict()
         return QuantizedArtifacts(method, bits, int8, verification={"vs_fp32_onnx": agree})
 
     config = config or TrainConfig(**DEFAULT_CONFIGS[method])
@@ -110,11 +114,11 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
     if method == "qat":
         path = export_qat_qdq(deployed, input_shape, out / f"{stem}.int8.onnx",
                               exporter=exporter or QAT_EXPORTER, dynamic_batch=(exporter or QAT_EXPORTER) != "dynamo")
-        report = verify_qdq(deployed, path, x_val)
+        report = verify_qdq(deployed, path, x_val, atol=parity_atol, rtol=parity_rtol)
         return QuantizedArtifacts(method, bits, path, model=deployed, train=result, val_accuracy=val_acc,
                                   verification=report.to_dict())
     files = export_lowbit(deployed, input_shape, out / f"{stem}.w{bits}.onnx", exporter=exporter or "dynamo")
-    report = check_parity(deployed, files.onnx, x_val[:256])
+    report = check_parity(deployed, files.onnx, x_val[:256], atol=parity_atol, rtol=parity_rtol)
     return QuantizedArtifacts(method, bits, files.onnx, files.packed, files.metadata, model=deployed,
                               train=result, val_accuracy=val_acc, verification=report.to_dict())
 

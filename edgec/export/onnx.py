@@ -18,7 +18,6 @@ import logging
 import re
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ import numpy as np
 import onnx
 
 from edgec.atomic import atomic_path
+from edgec.compare import Comparison, compare, torch_outputs
 from edgec.errors import ModelError, VerificationFailed
 from edgec.export.files import check_onnx, describe_io, load_onnx, ort_session, uses_external_data
 
@@ -183,39 +183,19 @@ def _ensure_single_file(tmp: Path, target: Path) -> None:
                          hint="export_onnx writes single-file models only; shrink the model (distill/prune)")
 
 
-@dataclass
-class ParityReport:
-    """How closely two runtimes agree on the same inputs (``b`` compared with reference ``a``)."""
-
-    max_abs_diff: float
-    mean_abs_diff: float
-    top1_agreement: float
-    n: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# A parity report is edgec.compare's Comparison (one comparison function for every check).
+ParityReport = Comparison
 
 
 def compare_outputs(a: np.ndarray, b: np.ndarray) -> ParityReport:
-    """Compare two output arrays; top-1 agreement is over the argmax of the last axis.
+    """Compare two output arrays (``b`` against reference ``a``) by :func:`edgec.compare.compare`,
+    without a tolerance; top-1 agreement is over the argmax of the last axis.
 
     Example:
         >>> compare_outputs(np.eye(3), np.eye(3) * 2).top1_agreement
         1.0
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise VerificationFailed(f"outputs differ in shape: {a.shape} vs {b.shape}",
-                                 hint="the two models do not compute the same function; re-export")
-    diff = np.abs(a - b)
-    if a.ndim == 0 or a.size == 0:
-        return ParityReport(float(diff.max(initial=0.0)), float(diff.mean()) if diff.size else 0.0, 1.0, 1)
-    agree = float(np.mean(a.argmax(-1) == b.argmax(-1)))
-    n = a.shape[0] if a.ndim > 1 else 1  # samples (batch), not rows of a [batch, time, classes] output
-    if np.isnan(diff).any():  # NaN must never pass as "close"
-        return ParityReport(float("nan"), float("nan"), agree, n)
-    return ParityReport(float(diff.max()), float(diff.mean()), agree, n)
+    return compare(a, b)
 
 
 _ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -233,34 +213,17 @@ def check_parity(model: nn.Module, onnx_path: str | Path, x: np.ndarray, *, atol
         >>> check_parity(model, "out/model.onnx", x_val[:128]).max_abs_diff < 1e-4
         True
     """
-    import torch
-
     sess = ort_session(onnx_path)
     inp = sess.get_inputs()[0]
     x = np.ascontiguousarray(x, dtype=_ORT_TO_NUMPY.get(inp.type, np.float32))
     got = sess.run(None, {inp.name: x})[0]
+    ref = torch_outputs(model, x, dtype=x.dtype)  # FP32 without TF32, also on a GPU
 
-    first = next(iter(model.parameters()), None)
-    device = first.device if first is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            ref = model(torch.from_numpy(x).to(device))
-    finally:
-        model.train(was_training)
-    if isinstance(ref, (tuple, list)):
-        ref = ref[0]
-    ref = ref.detach().float().cpu().numpy()
-
-    report = compare_outputs(ref, got)
-    close = bool(np.allclose(got, ref, atol=atol, rtol=rtol))
-    if not close or report.top1_agreement < min_top1_agreement:
+    report = compare(ref, got, atol=atol, rtol=rtol)
+    if not report.passed(min_top1_agreement=min_top1_agreement):
         raise VerificationFailed(
-            f"ONNX model {onnx_path} disagrees with the PyTorch model on {report.n} inputs: "
-            f"max |diff| {report.max_abs_diff:.3g} (atol {atol:g}, rtol {rtol:g}), mean |diff| "
-            f"{report.mean_abs_diff:.3g}, top-1 agreement {report.top1_agreement:.4f} "
-            f"(needs >= {min_top1_agreement:g})",
+            f"ONNX model {onnx_path} disagrees with the PyTorch model: {report.describe()} "
+            f"(top-1 agreement needs >= {min_top1_agreement:g})",
             hint="loosen export.parity_atol/parity_rtol if the gap is numerical noise, or try the other "
                  "exporter if it is not")
     return report

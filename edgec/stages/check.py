@@ -80,21 +80,19 @@ ENGINE_REFERENCES = {"student_tensorrt": ("student_int8", "student_lowbit", "stu
 
 
 def _verify_engine(logits: dict[str, np.ndarray], results: dict, v, metrics: dict) -> list[str]:
-    """Engine vs reference on the test split, like Polygraphy's comparison: every output within
-    ``engine_atol + engine_rtol * |reference|``, top-1 agreement, accuracy drop. Returns the problems."""
-    from edgec.export.onnx import compare_outputs
+    """Engine vs reference on the test split by :func:`edgec.compare.compare` (Polygraphy's rule): every
+    output within ``engine_atol + engine_rtol * |reference|``, top-1 agreement, accuracy drop. Returns the problems."""
+    from edgec.compare import compare
 
     problems = []
     for name, refs in ENGINE_REFERENCES.items():
         ref = next((r for r in refs if r in logits), None)
         if name not in logits or ref is None:
             continue
-        a, b = logits[ref].astype(np.float64), logits[name].astype(np.float64)
-        parity = compare_outputs(a, b)
-        outside = float(np.mean(~(np.abs(b - a) <= v.engine_atol + v.engine_rtol * np.abs(a))))  # NaN is outside
+        parity = compare(logits[ref], logits[name], atol=v.engine_atol, rtol=v.engine_rtol)
+        outside = parity.outside_tolerance
         drop = results[ref]["accuracy"] - results[name]["accuracy"]
-        metrics["engine"] = {"model": name, "reference": ref, **parity.to_dict(), "outside_tolerance": outside,
-                             "accuracy_drop": drop}
+        metrics["engine"] = {"model": name, "reference": ref, **parity.to_dict(), "accuracy_drop": drop}
         say(f"  {name} vs {ref}: max |diff| {parity.max_abs_diff:.3g}, top-1 agreement "
             f"{parity.top1_agreement:.4f}, accuracy drop {drop * 100:+.2f} points")
         if outside > 0:

@@ -56,17 +56,18 @@ def export_student(model: Any, path: str | Path, opset: int = 18) -> Path:
 
 
 def _torch_logits(model: Any, ids: np.ndarray) -> np.ndarray:
-    import torch
+    from edgec.compare import torch_outputs
 
-    with torch.inference_mode():
-        return model(torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))).float().numpy()
+    return torch_outputs(model, ids, dtype=np.int64)  # on the model's device, FP32 without TF32
 
 
 def student_parity(model: Any, onnx_path: str | Path, ids: np.ndarray, *, atol: float = 1e-4, rtol: float = 1e-3,
                    batch_size: int = 64, singles: int = 32):
     """Compare torch and ORT on ``ids`` (N, T) in batches, and on the first ``singles`` sentences one
-    by one without padding; :class:`VerificationFailed` with the numbers when they differ."""
-    from edgec.export.onnx import compare_outputs, ort_session
+    by one without padding, by :func:`edgec.compare.compare` (every logit within ``atol + rtol * |torch|``,
+    top-1 agreement >= 0.99); :class:`VerificationFailed` with the numbers when they differ."""
+    from edgec.compare import compare
+    from edgec.export.onnx import ort_session
 
     sess = ort_session(onnx_path)
     ref, got = [], []
@@ -79,12 +80,10 @@ def student_parity(model: Any, onnx_path: str | Path, ids: np.ndarray, *, atol: 
         one = row[row != 0][None, :] if (row != 0).any() else row[None, :1]
         ref.append(_torch_logits(model, one))
         got.append(sess.run(None, {INPUT: one})[0])
-    a, b = np.concatenate(ref), np.concatenate(got)
-    report = compare_outputs(a, b)
-    if not np.allclose(b, a, atol=atol, rtol=rtol) or report.top1_agreement < 0.99:
+    report = compare(np.concatenate(ref), np.concatenate(got), atol=atol, rtol=rtol)
+    if not report.passed(min_top1_agreement=0.99):
         raise VerificationFailed(
-            f"ONNX student {onnx_path} disagrees with torch on {report.n} inputs: max |diff| {report.max_abs_diff:.3g} "
-            f"(atol {atol:g}, rtol {rtol:g}), top-1 agreement {report.top1_agreement:.4f}",
+            f"ONNX student {onnx_path} disagrees with torch: {report.describe()}",
             hint="loosen export.parity_atol/parity_rtol if the gap is numerical noise")
     return report
 
