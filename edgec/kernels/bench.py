@@ -1,20 +1,21 @@
-"""Benchmark edgec's CUDA kernels against torch's dense ops (cuDNN / cuBLAS) on this GPU.
+"""Benchmark edgec's CUDA kernels against cuBLAS / cuDNN (torch's dense FP16 ops) on this GPU.
 
-Cases (issue 6): sparse conv (CSR) on 3x3 layers at 50..95% sparsity vs dense ``F.conv2d``;
-low-bit weight-only linear at 8/4/2/1 bits vs ``F.linear`` in FP16 and FP32 for 4096x4096 and
-11008x4096 at batch 1, 4 and 16, with the achieved memory bandwidth against the device's measured
-copy bandwidth; W8A8 ``__dp4a`` linear vs ``F.linear``. ``quick=True`` keeps one shape per op.
+Cases (issue 15's table): weight-only low-bit linear W4 / W1 / W8 at batch 1 on 4096x4096 and 11008x4096 and at
+batch 16 on 4096x4096 (vs cuBLAS FP16 ``F.linear``); the per-layer generated sparse conv, 3x3 64->64 on 56x56 at
+90% sparsity, batch 1 and 8 (vs cuDNN FP16 dense ``F.conv2d``); the W8A8 INT8 linear on 4096x4096 at m = 1..64
+(vs cuBLAS FP16). Activations are fp16 everywhere.
 
-Timing is device time from CUDA events on the default stream (where pycuda launches), after a
-warm-up: median, p90, min and CV over ``iters`` runs. Each kernel's output is compared with torch's
-(``max_abs_err``), so a fast wrong kernel cannot hide in the table.
+How (see :mod:`edgec.kernels.bench_timing`): device time from CUPTI with the L2 flushed before every call, for
+edgec and torch alike; end-to-end host time per call beside it; bytes moved against the measured copy
+bandwidth; correctness against an FP32 reference on fresh random inputs (``trials`` of them) per case; the
+static model's prediction (:mod:`edgec.kernels.perfmodel`) next to each measurement; the goal of each case and
+whether it was met. A case that fails records its error and the run goes on.
 
-Needs a CUDA GPU, pycuda and nvcc: :func:`require_gpu` says which is missing, cheaply, before any
-work. ``edgec kernels bench`` and ``benchmarks/kernels.py`` both call this module.
+Needs a CUDA GPU, pycuda and nvcc (:func:`require_gpu` says which is missing, cheaply, before any work).
+``edgec kernels bench`` and ``benchmarks/kernels.py`` both call this module.
 
 Example:
-    >>> require_gpu()                                   # EdgecError (exit 2) without a GPU
-    >>> doc = run(quick=True, iters=50)                 # doctest: +SKIP
+    >>> doc = run(quick=True, iters=30)                 # doctest: +SKIP
     >>> print(format_table(doc))                        # doctest: +SKIP
 """
 
@@ -23,19 +24,29 @@ from __future__ import annotations
 import importlib.util
 import platform
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgec.errors import EdgecError
+from edgec.kernels import perfmodel
+from edgec.kernels.bench_timing import L2Flush, copy_bandwidth_gbps, device_times, host_times
 
-__all__ = ["SCHEMA", "copy_bandwidth_gbps", "default_output", "format_table", "gpu_missing",
+__all__ = ["SCHEMA", "GOALS", "cases", "copy_bandwidth_gbps", "default_output", "format_table", "gpu_missing",
            "require_gpu", "run"]
 
-SCHEMA = "edgec.kernels.bench/1"
+SCHEMA = "edgec.kernels.bench/2"
 Progress = Callable[[str], None]
+TOL = 2e-2  # max |y - ref| / max |ref|: fp16 outputs of K=4096 dot products sit near 1e-3; garbage near 1
+
+# (op, bits or None, m) -> speed-up over the dense baseline the issue asks for (device time, L2 flushed)
+GOALS: dict[tuple, float] = {
+    ("lowbit_linear", 4, 1, 11008): 3.0, ("lowbit_linear", 4, 1, 4096): 2.5, ("lowbit_linear", 1, 1, 11008): 6.0,
+    ("lowbit_linear", 4, 16, 4096): 2.0, ("lowbit_linear", 8, 1, 4096): 1.6, ("lowbit_linear", 8, 1, 11008): 1.6,
+    **{("int8_linear", None, m, 4096): 1.5 for m in (1, 2, 4, 8, 16)},
+    ("sparse_conv2d", None, 1, 64): 1.5,
+}
 
 
 def gpu_missing() -> str | None:
@@ -72,132 +83,157 @@ def require_gpu() -> None:
                               "`edgec kernels check` compiles them without a GPU; `edgec doctor` lists what is missing")
 
 
-def _time(fn: Callable[[], Any], iters: int, warmup: int) -> dict[str, float]:
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) * 1000.0)  # ms -> us
-    a = np.asarray(samples)
-    return {"median_us": float(np.median(a)), "p90_us": float(np.percentile(a, 90)), "min_us": float(a.min()),
-            "cv": float(a.std() / a.mean())}
+def cases(quick: bool = False) -> list[dict[str, Any]]:
+    """The benchmark cases (no GPU needed): op, shape and, for low-bit, bits."""
+    if quick:
+        return [{"op": "lowbit_linear", "bits": 4, "shape": [1, 4096, 4096]},
+                {"op": "int8_linear", "shape": [1, 4096, 4096]}, {"op": "int8_linear", "shape": [16, 4096, 4096]},
+                {"op": "sparse_conv2d", "shape": [1, 64, 56, 56, 64, 3, 3], "sparsity": 0.9}]
+    out = [{"op": "lowbit_linear", "bits": b, "shape": [1, n, 4096]} for b in (4, 1, 8) for n in (4096, 11008)]
+    out += [{"op": "lowbit_linear", "bits": b, "shape": [16, 4096, 4096]} for b in (4, 1, 8)]
+    out += [{"op": "sparse_conv2d", "shape": [n, 64, 56, 56, 64, 3, 3], "sparsity": 0.9} for n in (1, 8)]
+    out += [{"op": "int8_linear", "shape": [m, 4096, 4096]} for m in (1, 2, 4, 8, 16, 32, 64)]
+    return out
 
 
-def _row(op: str, case: dict, kernel: dict, baselines: dict[str, dict], err: float) -> dict:
-    row = {"op": op, **case, "kernel": kernel, "baselines": baselines, "max_abs_err": err}
-    row["speedup"] = {name: b["median_us"] / kernel["median_us"] for name, b in baselines.items()}
-    return row
+def goal_of(case: dict[str, Any]) -> float | None:
+    """The issue's speed-up goal for a case, or None where it sets none."""
+    s = case["shape"]
+    key = (case["op"], case.get("bits"), s[0], s[1] if case["op"] != "sparse_conv2d" else s[4])
+    return GOALS.get(key)
 
 
-def copy_bandwidth_gbps(mib: int = 256, iters: int = 20) -> float:
-    """Measured device-to-device copy bandwidth, GB/s (bytes read + written per second).
-
-    The realistic ceiling for a memory-bound kernel such as the batch-1 low-bit GEMV.
-    """
-    import torch
-
-    src = torch.empty(mib * 2**20, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    t = _time(lambda: dst.copy_(src), iters, warmup=3)
-    return 2 * src.numel() / (t["median_us"] * 1e-6) / 1e9
-
-
-def bench_sparse_conv(quick: bool, iters: int, warmup: int) -> list[dict]:
+# --------------------------------------------------------------------------- per-op setup
+def _lowbit(case: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from edgec.kernels import ops
-    from edgec.kernels.packing import pack_csr_conv2d
+    from edgec.kernels.modules import LowBitLinear
+    from edgec.kernels.packing import dequantize_lowbit, pack_lowbit
 
-    rows = []
-    shapes = [(1, 64, 56, 56, 64)] if quick else [(1, 64, 56, 56, 64), (8, 64, 56, 56, 64), (1, 256, 14, 14, 256)]
-    for n, c, h, w, cout in shapes:
-        for sparsity in ((0.7, 0.9) if quick else (0.5, 0.7, 0.8, 0.9, 0.95)):
-            weight = torch.randn(cout, c, 3, 3, device="cuda")
-            weight[torch.rand_like(weight) < sparsity] = 0
-            packed = pack_csr_conv2d(weight)
-            dev = {f: torch.as_tensor(np.asarray(getattr(packed, f))).cuda() for f in ("row_ptr", "col_idx", "values")}
-            packed_dev = type(packed)(dev["row_ptr"], dev["col_idx"], dev["values"], packed.shape)
-            for dtype in (torch.float32, torch.float16):
-                x = torch.randn(n, c, h, w, device="cuda", dtype=dtype)
-                wd = weight.to(dtype)
-                y = ops.sparse_conv2d(x, packed_dev, padding=1)
-                err = float((y.float() - F.conv2d(x, wd, padding=1).float()).abs().max())
-                case = {"shape": [n, c, h, w, cout, 3, 3], "sparsity": sparsity, "dtype": str(dtype).split(".")[-1]}
-                rows.append(_row("sparse_conv2d_csr", case,
-                                 _time(lambda: ops.sparse_conv2d(x, packed_dev, padding=1), iters, warmup),
-                                 {"cudnn_dense": _time(lambda: F.conv2d(x, wd, padding=1), iters, warmup)}, err))
-    return rows
-
-
-def _bytes(*tensors: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def bench_lowbit(quick: bool, iters: int, warmup: int, copy_gbps: float | None = None) -> list[dict]:
-    import torch
-    import torch.nn.functional as F
-
-    from edgec.kernels import ops
-    from edgec.kernels.packing import LowBitWeight, dequantize_lowbit, pack_lowbit
-
-    rows = []
-    shapes = [(4096, 4096)] if quick else [(4096, 4096), (11008, 4096), (4096, 11008)]
-    for n, k in shapes:
-        w = torch.randn(n, k)
-        for bits in (8, 4, 2, 1):
-            p = pack_lowbit(w, bits)
-            pd = LowBitWeight(torch.as_tensor(p.words.view(np.int32)).cuda(), torch.as_tensor(p.scales).cuda(),
-                              bits, k)
-            w32 = torch.from_numpy(dequantize_lowbit(p)).cuda()  # exactly the weights the kernel uses
-            w16 = w32.half()
-            for m in ((1,) if quick else (1, 4, 16)):
-                for dtype, wref in ((torch.float16, w16), (torch.float32, w32)):
-                    x = torch.randn(m, k, device="cuda", dtype=dtype)
-                    y = ops.lowbit_linear(x, pd)
-                    err = float((y.float() - F.linear(x.float(), w32)).abs().max())
-                    case = {"shape": [m, n, k], "bits": bits, "dtype": str(dtype).split(".")[-1]}
-                    row = _row("lowbit_linear", case, _time(lambda: ops.lowbit_linear(x, pd), iters, warmup),
-                               {f"cublas_{case['dtype']}": _time(lambda: F.linear(x, wref), iters, warmup)}, err)
-                    # bytes the kernel must move at least: packed weights + scales + x + y
-                    row["achieved_gbps"] = _bytes(pd.words, pd.scales, x, y) / (row["kernel"]["median_us"] * 1e-6) / 1e9
-                    if copy_gbps:
-                        row["fraction_of_copy_bandwidth"] = row["achieved_gbps"] / copy_gbps
-                    rows.append(row)
-    return rows
-
-
-def bench_int8(quick: bool, iters: int, warmup: int) -> list[dict]:
-    import torch
-    import torch.nn.functional as F
-
-    from edgec.kernels import ops
-    from edgec.kernels.packing import Int8Weight, dequantize_int8, quantize_int8_weight
-
-    rows = []
-    n = k = 4096
-    p = quantize_int8_weight(torch.randn(n, k))
-    pd = Int8Weight(torch.as_tensor(p.q).cuda(), torch.as_tensor(p.scales).cuda(), k)
-    w32 = torch.from_numpy(dequantize_int8(p)).cuda()
+    m, n, k = case["shape"]
+    packed = pack_lowbit((torch.randn(n, k) * 0.02).numpy(), case["bits"])
+    w32 = torch.from_numpy(dequantize_lowbit(packed)).cuda()  # exactly the weights the kernel uses
     w16 = w32.half()
-    for m in ((1, 64) if quick else (1, 16, 64, 256)):
-        x = torch.randn(m, k, device="cuda")
-        s = float(x.abs().max()) / 127
-        err = float((ops.int8_linear(x, pd, s) - F.linear(x, w32)).abs().max())
-        x16 = x.half()
-        rows.append(_row("int8_linear_dp4a", {"shape": [m, n, k], "dtype": "int8"},
-                         _time(lambda: ops.int8_linear(x, pd, s), iters, warmup),
-                         {"cublas_float32": _time(lambda: F.linear(x, w32), iters, warmup),
-                          "cublas_float16": _time(lambda: F.linear(x16, w16), iters, warmup)}, err))
-    return rows
+    module = LowBitLinear(packed).cuda().eval()
+    return {"make_x": lambda: torch.randn(m, k, device="cuda", dtype=torch.float16),
+            "edgec": module, "baseline": lambda x: F.linear(x, w16), "baseline_name": "cublas_fp16",
+            "reference": lambda x: F.linear(x.float(), w32),
+            "bytes": int(np.asarray(packed.words).nbytes + 4 * n + 2 * m * k + 2 * m * n)}
+
+
+def _int8(case: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from edgec.kernels import int8
+    from edgec.kernels.packing import dequantize_int8, quantize_int8_weight
+
+    m, n, k = case["shape"]
+    packed = quantize_int8_weight((torch.randn(n, k) * 0.02).numpy())
+    dw = int8.device_weight(packed, "cuda")
+    w16 = torch.from_numpy(dequantize_int8(packed)).cuda().half()
+    x_scale = 4.5 / 127  # fixed calibration: N(0, 1) inputs beyond 4.5 sigma clip, as W8A8 would
+    inv = float(int8.inverse_scale(x_scale))
+    qf = dw.q16[:, :k].float()
+    scale = dw.scales * float(np.float32(x_scale))
+
+    def reference(x: torch.Tensor) -> torch.Tensor:  # W8A8 in fp32: the same quantized x, exact int products
+        xq = torch.clamp(x.float() * inv, -127, 127).round()
+        return (xq.double() @ qf.double().T).float() * scale
+
+    case["path"] = "torch._int_mm (cuBLASLt IMMA)" if int8.use_int_mm(m, n) else int8.mmvq_launch(m, n, True)[0]
+    return {"make_x": lambda: torch.randn(m, k, device="cuda", dtype=torch.float16),
+            "edgec": lambda x: int8.int8_linear(x, dw, x_scale), "baseline": lambda x: F.linear(x, w16),
+            "baseline_name": "cublas_fp16", "reference": reference,
+            "bytes": int(dw.q16.numel() + 4 * n + 2 * m * k + 2 * m * n)}
+
+
+def _sparse(case: dict[str, Any], iters: int, flush: L2Flush) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    from edgec.kernels import sparse_codegen as sc
+
+    n, c, h, w, cout, kh, kw = case["shape"]
+    weight = torch.randn(cout, c, kh, kw) * 0.1
+    weight[torch.rand_like(weight) < case["sparsity"]] = 0
+    w32, w16 = weight.cuda(), weight.cuda().half()
+    torch.backends.cudnn.benchmark = True  # cuDNN gets to pick its fastest algorithm
+    default = sc.default_tiling((h, w), c, cout, n=n)
+    tilings = [default] + [sc.Tiling(default.th, default.tw, g, default.cc) for g in (8, 16, 32) if g != default.g]
+    x0 = torch.randn(n, c, h, w, device="cuda", dtype=torch.float16)
+    variants, best = [], None
+    for t in tilings:  # SparseRT-style autotuning over the channel-group size
+        kernel = sc.SparseConvKernel(sc.generate(weight, h, w, padding=(kh // 2, kw // 2), half=True, tiling=t))
+        kernel(x0)
+        dev = device_times({"k": lambda kernel=kernel: kernel(x0)}, flush, max(10, iters // 3))["k"]
+        variants.append({"tiling": vars(t), "groups": kernel.gen.groups, "tap_loads": kernel.gen.tap_loads,
+                         "median_us": dev.get("median_us")})
+        if best is None or dev.get("median_us", 1e9) < best[1]:
+            best = (kernel, dev.get("median_us", 1e9))
+    kernel = best[0]
+    case.update(nnz=kernel.gen.nnz, tap_loads=kernel.gen.tap_loads, out_hw=list(kernel.gen.out_hw),
+                variants=variants, tiling=vars(kernel.gen.tiling))
+    pad = (kh // 2, kw // 2)
+    return {"make_x": lambda: torch.randn(n, c, h, w, device="cuda", dtype=torch.float16), "edgec": kernel,
+            "baseline": lambda x: F.conv2d(x, w16, padding=pad), "baseline_name": "cudnn_fp16",
+            "reference": lambda x: F.conv2d(x.float(), w32, padding=pad),
+            "bytes": int(2 * (n * c * h * w + n * cout * h * w))}
+
+
+# --------------------------------------------------------------------------- one case
+def _errors(setup: dict[str, Any], trials: int) -> dict[str, Any]:
+    worst_abs, worst_rel = 0.0, 0.0
+    for _ in range(trials):  # fresh random inputs every time
+        x = setup["make_x"]()
+        y, ref = setup["edgec"](x).float(), setup["reference"](x).float()
+        err = float((y - ref).abs().max())
+        worst_abs = max(worst_abs, err)
+        worst_rel = max(worst_rel, err / max(float(ref.abs().max()), 1e-30))
+    return {"max_abs_err": worst_abs, "max_rel_err": worst_rel, "ok": worst_rel <= TOL, "trials": trials}
+
+
+def run_case(case: dict[str, Any], iters: int, warmup: int, trials: int, flush: L2Flush, copy_gbps: float
+             ) -> dict[str, Any]:
+    """Measure one case; returns its result row (``error`` set instead when it failed)."""
+    row: dict[str, Any] = dict(case)
+    row["goal"] = goal_of(case)
+    try:
+        if case["op"] == "lowbit_linear":
+            setup = _lowbit(row)
+        elif case["op"] == "int8_linear":
+            setup = _int8(row)
+        else:
+            setup = _sparse(row, iters, flush)
+        row.update(_errors(setup, trials))
+        x = setup["make_x"]()
+        fns = {"edgec": lambda: setup["edgec"](x), "baseline": lambda: setup["baseline"](x)}
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
+        dev = device_times(fns, flush, iters)
+        row["edgec"] = {**dev["edgec"], **host_times(fns["edgec"], max(10, iters // 2))}
+        row["baseline"] = {"name": setup["baseline_name"], **dev["baseline"],
+                           **host_times(fns["baseline"], max(10, iters // 2))}
+        e_us, b_us = row["edgec"].get("median_us"), row["baseline"].get("median_us")
+        if e_us and b_us:
+            row["speedup"] = b_us / e_us
+            row["meets_goal"] = None if row["goal"] is None else row["speedup"] >= row["goal"]
+            row["bytes"] = setup["bytes"]
+            row["achieved_gbps"] = setup["bytes"] / (e_us * 1e-6) / 1e9
+            row["fraction_of_copy_bandwidth"] = row["achieved_gbps"] / copy_gbps if copy_gbps else None
+    except Exception as exc:  # noqa: BLE001 - one broken case must not lose the others' numbers
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        row["traceback"] = traceback.format_exc()[-3000:]
+    try:
+        row["model"] = perfmodel.predict(row)
+        row["model_baseline"] = perfmodel.predict_baseline(row)
+    except Exception as exc:  # noqa: BLE001 - e.g. a sparse case whose generation failed has no nnz
+        row["model_error"] = f"{type(exc).__name__}: {exc}"
+    return row
 
 
 def machine() -> dict[str, Any]:
@@ -209,8 +245,9 @@ def machine() -> dict[str, Any]:
 
     props = torch.cuda.get_device_properties(0)
     info = {"gpu": props.name, "arch": device_arch(), "memory_gib": round(props.total_memory / 2**30, 1),
-            "sm_count": props.multi_processor_count, "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "nvcc": nvcc_version(), "python": platform.python_version(), "host": platform.node()}
+            "sm_count": props.multi_processor_count, "l2_bytes": getattr(props, "L2_cache_size", None),
+            "torch": torch.__version__, "torch_cuda": torch.version.cuda, "nvcc": nvcc_version(),
+            "python": platform.python_version(), "host": platform.node()}
     try:
         import pycuda
         import pycuda.driver as drv
@@ -223,45 +260,73 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def run(quick: bool = False, iters: int = 100, warmup: int = 20, progress: Progress | None = None) -> dict[str, Any]:
-    """Run every case on GPU 0; returns the results document (schema ``edgec.kernels.bench/1``).
+def run(quick: bool = False, iters: int = 100, warmup: int = 20, progress: Progress | None = None,
+        trials: int = 3) -> dict[str, Any]:
+    """Run every case on GPU 0; returns the results document (schema ``edgec.kernels.bench/2``).
 
     Raises :class:`EdgecError` first (see :func:`require_gpu`) when the kernels cannot run here.
     """
-    if iters < 1 or warmup < 0:
-        raise EdgecError(f"iters={iters}, warmup={warmup}: need iters >= 1 and warmup >= 0",
+    if iters < 1 or warmup < 0 or trials < 1:
+        raise EdgecError(f"iters={iters}, warmup={warmup}, trials={trials}: need iters >= 1, warmup >= 0, trials >= 1",
                          hint="e.g. --iters 100 --warmup 20")
     require_gpu()
     import torch
 
     say = progress or (lambda _msg: None)
     torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = False  # FP32 references are FP32
+    torch.backends.cudnn.allow_tf32 = False
     say("measuring device copy bandwidth")
     copy_gbps = copy_bandwidth_gbps()
-    rows: list[dict] = []
-    cases = (("sparse conv", lambda: bench_sparse_conv(quick, iters, warmup)),
-             ("low-bit linear", lambda: bench_lowbit(quick, iters, warmup, copy_gbps)),
-             ("int8 dp4a linear", lambda: bench_int8(quick, iters, warmup)))
-    for name, bench in cases:
-        say(f"benchmarking {name}")
-        rows += bench()
+    flush = L2Flush()
+    rows = []
+    for case in cases(quick):
+        t0 = time.perf_counter()
+        row = run_case(case, iters, warmup, trials, flush, copy_gbps)
+        rows.append(row)
+        say(f"{_label(row):34} {time.perf_counter() - t0:5.1f} s" + (f"  ERROR {row['error']}" if "error" in row else ""))
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "timing": "CUDA events, device time, default stream", "iters": iters, "warmup": warmup,
-            "quick": quick, "copy_bandwidth_gbps": copy_gbps, "machine": machine(), "results": rows}
+            "timing": "device: CUPTI kernel time (torch.profiler), L2 flushed (2x L2 buffer) before every call, "
+                      "edgec and baseline alike; e2e: host wall time of call + synchronize (median)",
+            "iters": iters, "warmup": warmup, "trials": trials, "quick": quick, "tolerance_rel": TOL,
+            "copy_bandwidth_gbps": copy_gbps, "l2_flush_bytes": flush.nbytes, "machine": machine(), "results": rows}
+
+
+def _label(r: dict[str, Any]) -> str:
+    s = r["shape"]
+    if r["op"] == "lowbit_linear":
+        return f"W{r['bits']} m={s[0]} {s[1]}x{s[2]}"
+    if r["op"] == "int8_linear":
+        return f"INT8 m={s[0]} {s[1]}x{s[2]}"
+    return f"sparse conv {s[1]}->{s[4]} {s[2]}x{s[3]} {int(r['sparsity'] * 100)}% b{s[0]}"
+
+
+def _f(v: Any, fmt: str = "8.1f") -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) and v is not None else " " * (int(fmt.split(".")[0]) - 1) + "-"
 
 
 def format_table(doc: dict[str, Any]) -> str:
-    """The results as a fixed-width text table (one line per case)."""
+    """The results as a fixed-width text table (one line per case), device times in us, L2 flushed."""
     lines = [f"GPU: {doc['machine']['gpu']} ({doc['machine']['arch']}); measured copy bandwidth "
-             f"{doc['copy_bandwidth_gbps']:.0f} GB/s",
-             f"{'op':18} {'case':42} {'kernel us':>10}  {'GB/s':>7}  baselines (us, speedup)   max_abs_err"]
+             f"{doc['copy_bandwidth_gbps']:.0f} GB/s; {doc['timing']}",
+             f"{'case':34} {'edgec':>8} {'e2e':>8} {'model':>8} | {'dense':>8} {'e2e':>8} {'model':>8} | "
+             f"{'speedup':>7} {'goal':>5}  {'GB/s':>6} {'%copy':>5}  {'rel err':>8}"]
     for r in doc["results"]:
-        case = " ".join(f"{k}={v}" for k, v in r.items() if k in ("shape", "sparsity", "bits", "dtype"))
-        base = "  ".join(f"{name}={b['median_us']:.1f} ({r['speedup'][name]:.2f}x)"
-                         for name, b in r["baselines"].items())
-        gbps = f"{r['achieved_gbps']:7.0f}" if "achieved_gbps" in r else " " * 7
-        lines.append(f"{r['op']:18} {case:42} {r['kernel']['median_us']:10.1f}  {gbps}  {base}   "
-                     f"{r['max_abs_err']:.2e}")
+        if "error" in r:
+            lines.append(f"{_label(r):34} ERROR {r['error'][:150]}")
+            continue
+        e, b = r.get("edgec", {}), r.get("baseline", {})
+        goal = f"{r['goal']:4.1f}x" if r.get("goal") else "    -"
+        mark = "" if r.get("meets_goal") is None else (" met" if r["meets_goal"] else " MISSED")
+        frac = r.get("fraction_of_copy_bandwidth")
+        lines.append(
+            f"{_label(r):34} {_f(e.get('median_us'))} {_f(e.get('e2e_us'))} {_f(r.get('model', {}).get('predicted_us'))} | "
+            f"{_f(b.get('median_us'))} {_f(b.get('e2e_us'))} {_f(r.get('model_baseline', {}).get('predicted_us'))} | "
+            f"{_f(r.get('speedup'), '6.2f')}x {goal}  {_f(r.get('achieved_gbps'), '6.0f')} "
+            f"{_f(None if frac is None else 100 * frac, '4.0f')}%  {r.get('max_rel_err', float('nan')):8.1e}"
+            f"{'' if r.get('ok', True) else ' WRONG'}{mark}")
+    lines.append("edgec/dense: device us (CUPTI, cold L2); e2e: host us per call incl. sync; model: static "
+                 "prediction (edgec.kernels.perfmodel); speedup = dense device / edgec device")
     return "\n".join(lines)
 
 
