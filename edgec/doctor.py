@@ -153,12 +153,16 @@ def render(report: dict[str, Any]) -> Table:
 
 # --- TensorRT: feature tests, never version or enum-integer comparisons -----------------------------
 
-def tensorrt_capabilities(trt: Any) -> dict[str, Any]:
+def tensorrt_capabilities(trt: Any, on_jetson: bool = False) -> dict[str, Any]:
     """What an imported ``tensorrt`` module supports, by feature test (DESIGN.md section 8).
 
     ``precision_flags`` is True on TensorRT 10 (``BuilderFlag.INT8``/``FP16`` exist: a QDQ model may
     be built weakly typed) and False on 11, where every network is strongly typed and takes its
-    precision from the ONNX tensor types. Nothing here creates a builder or touches CUDA.
+    precision from the ONNX tensor types: ``strongly_typed`` is then True whatever
+    ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` says (deprecated and ignored in 11). On 10 it
+    is that flag's presence. ``dla_device`` is False for desktop (non-Jetson) TensorRT 11.0-11.3,
+    whose builds carry no DLA support although ``DeviceType.DLA`` is still bound. Nothing here
+    creates a builder or touches CUDA.
 
     Example:
         >>> import tensorrt                                         # doctest: +SKIP
@@ -166,19 +170,24 @@ def tensorrt_capabilities(trt: Any) -> dict[str, Any]:
         True
     """
     version = str(getattr(trt, "__version__", "") or "")
-    major = re.match(r"(\d+)", version)
+    release = re.match(r"(\d+)(?:\.(\d+))?", version)
+    major = int(release.group(1)) if release else None
+    minor = int(release.group(2) or 0) if release else None
     flags = getattr(trt, "BuilderFlag", None)
     network_flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
     device_type = getattr(trt, "DeviceType", None)
+    precision_flags = hasattr(flags, "INT8")
+    no_dla_build = not on_jetson and major == 11 and minor is not None and minor < 4
     return {
         "version": version or None,
-        "major": int(major.group(1)) if major else None,
-        "strongly_typed": hasattr(network_flags, "STRONGLY_TYPED"),
-        "precision_flags": hasattr(flags, "INT8"),
+        "major": major,
+        "strongly_typed": (major is not None and major >= 11 and not precision_flags)
+        or hasattr(network_flags, "STRONGLY_TYPED"),
+        "precision_flags": precision_flags,
         "fp16_flag": hasattr(flags, "FP16"),
         "sparse_weights": hasattr(flags, "SPARSE_WEIGHTS"),
         "gpu_fallback": hasattr(flags, "GPU_FALLBACK"),
-        "dla_device": hasattr(device_type, "DLA"),
+        "dla_device": hasattr(device_type, "DLA") and not no_dla_build,
         "implicit_int8_calibration": hasattr(trt, "IInt8EntropyCalibrator2"),
     }
 
@@ -190,7 +199,9 @@ def tensorrt_dla_cores(trt: Any) -> int:
         >>> tensorrt_dla_cores(tensorrt)                            # doctest: +SKIP
         2
     """
-    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    from edgec.engine.trt_logger import process_logger
+
+    builder = trt.Builder(process_logger(trt))  # TensorRT keeps the process's first logger: edgec's
     try:
         return int(builder.num_DLA_cores)
     finally:
@@ -202,9 +213,10 @@ def _tensorrt_detail(caps: dict[str, Any]) -> str:
     build = ("QDQ -> weakly typed with INT8 (+FP16) flags, or strongly typed" if caps["precision_flags"]
              else "strongly typed only (no precision flags: TensorRT 11+)")
     dla = caps.get("dla_cores")
-    dla_text = ("not queried: no GPU visible" if dla is None else
+    dla_text = ("not in this TensorRT build" if not caps["dla_device"] else "not queried: no GPU visible" if dla is None else
                 f"{dla} core(s)" + (" with GPU fallback" if dla and caps["gpu_fallback"] else ""))
-    return (f"{caps['version']}; strongly typed: {yes[caps['strongly_typed']]}; INT8/FP16 flags: "
+    strongly = "always" if caps["strongly_typed"] and not caps["precision_flags"] else yes[caps["strongly_typed"]]
+    return (f"{caps['version']}; strongly typed: {strongly}; INT8/FP16 flags: "
             f"{yes[caps['precision_flags']]} ({build}); sparse weights: "
             f"{yes[caps['sparse_weights']]}; DLA: {dla_text}")
 
@@ -219,10 +231,10 @@ def _tensorrt(report: dict[str, Any], on_jetson: bool) -> Check:
     except Exception as exc:  # e.g. libnvinfer.so.10 missing behind the Python bindings
         report["tensorrt"] = {"installed": True, "error": f"{type(exc).__name__}: {exc}"}
         return Check("tensorrt", False, f"installed but cannot import: {exc}", hint)
-    caps = tensorrt_capabilities(trt)
+    caps = tensorrt_capabilities(trt, on_jetson)
     caps["version"] = caps["version"] or _version("tensorrt") or "unknown version"
     caps["dla_cores"] = None
-    if report["torch"]["cuda_available"]:
+    if report["torch"]["cuda_available"] and caps["dla_device"]:
         caps["dla_cores"] = _safely(lambda: tensorrt_dla_cores(trt), None)
     report["tensorrt"] = {"installed": True, **caps}
     return Check("tensorrt", True, _tensorrt_detail(caps))

@@ -152,3 +152,35 @@ def test_header_documents_build_and_run():
     text = DOCKERFILE.read_text()
     assert "docker build -f Dockerfile.jetson -t edgec:jetson ." in text
     assert "docker run --rm --runtime nvidia edgec:jetson" in text
+
+
+# --- issue 16 ---------------------------------------------------------------------------------------------------
+
+def _arg(name: str) -> str:
+    found = [args.split("=", 1)[1] for keyword, args in instructions() if keyword == "ARG" and args.startswith(name + "=")]
+    assert len(found) == 1, name
+    return found[0]
+
+
+def test_cusparselt_is_the_jetson_aarch64_build_not_sbsa():
+    """Jetson's integrated GPU needs cuSPARSELt's linux-aarch64 archive; linux-sbsa is server Arm and crashes there."""
+    url = _arg("CUSPARSELT_URL")
+    assert "/linux-aarch64/libcusparse_lt-linux-aarch64-" in url and "sbsa" not in url, url
+
+
+def test_jetson_torch_prerelease_wheel_satisfies_pyprojects_torch_range_for_pip():
+    """pip keeps an installed distribution when ``specifier.contains(version, prereleases=True)`` (its resolver's
+    rule for installed dists), so NVIDIA's ``2.x.0a0+...nv24.xx`` wheel must be inside the range with pre-releases
+    allowed, or `pip install ".[gpu]"` would replace it with a CPU-only torch from PyPI."""
+    from packaging.utils import parse_wheel_filename
+
+    _, version, _, _ = parse_wheel_filename(_arg("TORCH_WHL").rsplit("/", 1)[1])
+    torch_req = next(Requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+                     if Requirement(r).name == "torch")
+    assert version.is_prerelease and version.local and version.local.startswith("872d972e41")
+    assert torch_req.specifier.contains(version, prereleases=True), (torch_req, version)
+
+
+def test_build_time_tensorrt_import_documents_the_default_nvidia_runtime():
+    header = DOCKERFILE.read_text().split("FROM ", 1)[0]
+    assert '"default-runtime": "nvidia"' in header and "import tensorrt" in header

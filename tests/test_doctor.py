@@ -7,6 +7,7 @@ and skip with the reason elsewhere.
 
 from __future__ import annotations
 
+import enum
 import importlib.machinery
 import importlib.util
 import json
@@ -163,18 +164,24 @@ def _fake_tensorrt(version: str, builder_flags: tuple[str, ...], network_flags: 
     fake.NetworkDefinitionCreationFlag = types.SimpleNamespace(**{f: object() for f in network_flags})
     fake.DeviceType = types.SimpleNamespace(GPU=object(), DLA=object())
 
-    class Logger:
-        ERROR = "error"
+    class ILogger:  # TensorRT's base logger class: edgec subclasses it (one logger per process)
+        Severity = enum.IntEnum("Severity", {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3, "VERBOSE": 4})
+
+        def __init__(self):
+            pass
+
+    class Logger(ILogger):
+        ERROR = ILogger.Severity.ERROR
 
         def __init__(self, severity):
             self.severity = severity
 
     class Builder:
         def __init__(self, logger):
-            assert isinstance(logger, Logger)
+            assert isinstance(logger, ILogger)
             self.num_DLA_cores = dla_cores
 
-    fake.Logger, fake.Builder = Logger, Builder
+    fake.ILogger, fake.Logger, fake.Builder = ILogger, Logger, Builder
     if calibrator:
         fake.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {})
     return fake
@@ -206,6 +213,29 @@ def test_tensorrt_capabilities_trt11():
     assert not caps["implicit_int8_calibration"]
 
 
+def test_trt11_is_strongly_typed_whatever_the_deprecated_flag_says():
+    """STRONGLY_TYPED is deprecated (ignored) in 11: every network is strongly typed, flag or not."""
+    fake = _fake_tensorrt("11.1.0", ("SPARSE_WEIGHTS", "GPU_FALLBACK"), (), calibrator=False)
+    caps = tensorrt_capabilities(fake)
+    assert caps["strongly_typed"] is True and caps["precision_flags"] is False
+
+
+def test_desktop_trt11_before_11_4_has_no_dla():
+    for version, desktop_dla in (("11.0.0.7", False), ("11.3.1", False), ("11.4.0", True)):
+        fake = _fake_tensorrt(version, ("SPARSE_WEIGHTS", "GPU_FALLBACK"), ("STRONGLY_TYPED",), calibrator=False)
+        assert tensorrt_capabilities(fake)["dla_device"] is desktop_dla, version
+        assert tensorrt_capabilities(fake, on_jetson=True)["dla_device"] is True, version
+    assert tensorrt_capabilities(FakeTensorRT10())["dla_device"] is True
+
+
+def test_tensorrt_check_says_strongly_typed_always_and_no_dla_on_desktop_11(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT11())
+    report = diagnose()
+    c = _check(report, "tensorrt")
+    assert "strongly typed: always" in c["detail"] and "DLA: not in this TensorRT build" in c["detail"]
+    assert report["tensorrt"]["dla_cores"] is None  # not queried
+
+
 def test_tensorrt_capabilities_of_a_bare_module():
     caps = tensorrt_capabilities(types.ModuleType("tensorrt"))
     assert caps["version"] is None and caps["major"] is None
@@ -224,7 +254,9 @@ def test_tensorrt_check_explains_the_build_mode(monkeypatch, make, build):
     c = _check(report, "tensorrt")
     assert c["ok"] and build in c["detail"] and "sparse weights: yes" in c["detail"]
     assert report["tensorrt"]["installed"] and report["tensorrt"]["version"] == make().__version__
-    if not _cuda_available():  # DLA needs a builder, hence CUDA: not queried without a GPU
+    if make is FakeTensorRT11:  # desktop TensorRT 11.0: no DLA in the build, never queried (issue 16)
+        assert report["tensorrt"]["dla_cores"] is None and "not in this TensorRT build" in c["detail"]
+    elif not _cuda_available():  # DLA needs a builder, hence CUDA: not queried without a GPU
         assert report["tensorrt"]["dla_cores"] is None and "no GPU visible" in c["detail"]
 
 

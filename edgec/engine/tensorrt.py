@@ -17,9 +17,12 @@ INT8)                  flag where it still exists)                  for the floa
 
 Every build also sets: an optimization profile for a dynamic batch (``min/opt/max_batch``), the
 workspace limit, ``builder_optimization_level``, DETAILED profiling verbosity (for the inspector),
-a timing cache per (GPU, TensorRT version) loaded before and saved (atomically) after the build,
-``SPARSE_WEIGHTS`` when some Conv/Gemm weight is 2:4 sparse, and on a Jetson with DLA cores and
-``engine.dla_core`` set, DLA with ``GPU_FALLBACK``.
+a timing cache per (GPU, TensorRT version) loaded before and merged back after the build under a
+file lock (:mod:`.trt_config`), ``SPARSE_WEIGHTS`` when some Conv/Gemm weight is 2:4 sparse, and
+on a Jetson with DLA cores and ``engine.dla_core`` set, DLA with ``GPU_FALLBACK``: then FP16 is
+forced (DLA runs only FP16/INT8) and the batch is static (``opt_batch``; DLA needs min = opt =
+max), and the manifest's ``dla.used`` says whether the inspector found any layer on DLA.
+TensorRT's messages go to one process-wide logger (:mod:`.trt_logger`).
 
 The QDQ checker (:func:`edgec.export.qdq.assert_tensorrt_qdq`) runs first and a model it rejects
 is refused. Parser errors are reported node by node with TensorRT's own messages.
@@ -33,7 +36,7 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,8 @@ from edgec.artifacts import sha256_file
 from edgec.atomic import atomic_write_bytes
 from edgec.console import say, warn
 from edgec.engine.manifest import PLAN, default_cache_dir, engine_key, timing_cache_file, write_engine_manifest
+from edgec.engine.trt_config import add_profile, dla_setup, load_timing_cache, save_timing_cache
+from edgec.engine.trt_logger import process_logger, tensorrt_said
 from edgec.errors import EdgecError, MissingDependencyError, ModelError
 
 __all__ = ["BuildSettings", "EngineBuild", "precision_plan", "build_engine", "fp16_onnx"]
@@ -128,91 +133,30 @@ def fp16_onnx(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps warnings and errors, so failures can quote TensorRT itself."""
-
-    class CapturingLogger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.messages: list[str] = []
-            self._kept = {trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR,
-                          trt.ILogger.Severity.WARNING}
-
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in self._kept:
-                self.messages.append(f"{getattr(severity, 'name', severity)}: {msg}")
-
-    return CapturingLogger()
-
-
-def _tensorrt_said(logger: Any, n: int = 10) -> str:
-    errors = [m for m in logger.messages if "ERROR" in m] or logger.messages
-    return ("\n  TensorRT said:\n    " + "\n    ".join(errors[-n:])) if errors else ""
-
-
-def _parse(trt: Any, parser: Any, logger: Any, source: Path) -> None:
+def _parse(parser: Any, logger: Any, mark: int, source: Path) -> None:
     ok = parser.parse_from_file(str(source))
     if ok and not parser.num_errors:
         return
     lines = []
     for i in range(parser.num_errors):
         err = parser.get_error(i)
-        node = err.node()
+        node = int(err.node())
         name = err.node_name() if hasattr(err, "node_name") else ""
         op = err.node_operator() if hasattr(err, "node_operator") else ""
-        where = f"node {node}" + (f" '{name}'" if name else "") + (f" ({op})" if op else "")
+        where = ("no node" if node < 0 else f"node {node}") + (f" '{name}'" if name else "") + (f" ({op})" if op else "")
         lines.append(f"  - {where}: {err.desc()} [{getattr(err.code(), 'name', err.code())}]")
     detail = "\n".join(lines) or "  (the parser reported no error object)"
     raise ModelError(f"TensorRT's ONNX parser rejected {source.name} ({parser.num_errors} errors):\n{detail}"
-                     + _tensorrt_said(logger),
+                     + tensorrt_said(logger, mark),
                      hint="the named node uses an op or attribute this TensorRT does not support; re-export "
                           "with another opset/exporter, or run the model with engine.backend: onnxruntime")
 
 
-def _add_profile(trt: Any, builder: Any, network: Any, config: Any, s: BuildSettings) -> dict[str, Any]:
-    """One optimization profile over the batch dimension of every dynamic input."""
-    shapes: dict[str, Any] = {}
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        dims = [int(d) for d in tensor.shape]
-        if all(d >= 0 for d in dims):
-            continue
-        if dims[0] >= 0 or any(d < 0 for d in dims[1:]):
-            raise ModelError(f"input '{tensor.name}' has shape {dims}: edgec's engines allow a dynamic batch "
-                             "dimension only", hint="export the model with fixed sample dimensions")
-        shapes[tensor.name] = {k: [b, *dims[1:]] for k, b in
-                               (("min", s.min_batch), ("opt", s.opt_batch), ("max", s.max_batch))}
-    if shapes:
-        profile = builder.create_optimization_profile()
-        for name, sh in shapes.items():
-            profile.set_shape(name, sh["min"], sh["opt"], sh["max"])
-        config.add_optimization_profile(profile)
-    return shapes
-
-
-def _use_dla(trt: Any, builder: Any, config: Any, core: int | None) -> dict[str, Any] | None:
-    if core is None:
-        return None
-    available = int(getattr(builder, "num_DLA_cores", 0) or 0)
-    if available <= core:
-        warn(f"engine.dla_core: {core}, but this GPU has {available} DLA core(s): building for the GPU only")
-        return {"requested": core, "available": available, "used": False}
-    config.default_device_type = trt.DeviceType.DLA
-    config.DLA_core = core
-    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run go to the GPU
-    return {"requested": core, "available": available, "used": True}
-
-
-def _timing_cache(config: Any, s: BuildSettings, trt_version: str, gpu: tuple[str, str],
-                  cache_dir: Path | None) -> Path | None:
+def _timing_cache_path(s: BuildSettings, trt_version: str, gpu: tuple[str, str], cache_dir: Path | None) -> Path | None:
     if s.timing_cache is False:
         return None
     folder = cache_dir or (Path(s.timing_cache) if isinstance(s.timing_cache, str) else default_cache_dir())
-    path = timing_cache_file(folder, trt_version, gpu)
-    data = path.read_bytes() if path.is_file() else b""
-    cache = config.create_timing_cache(data)
-    config.set_timing_cache(cache, ignore_mismatch=False)  # a cache from another GPU is an error, not noise
-    return path
+    return timing_cache_file(folder, trt_version, gpu)
 
 
 def build_engine(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], settings: BuildSettings, *,
@@ -243,12 +187,24 @@ def build_engine(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
     if gpu is None:
         raise EdgecError("building a TensorRT engine needs a CUDA GPU, and torch sees none",
                          hint="build on the target GPU (engines are tied to it)")
-    plan = precision_plan(trt, settings, quantized)
+    logger = process_logger(trt)  # TensorRT keeps the first logger of the process: always the same one
+    mark = logger.mark()
+    builder = trt.Builder(logger)
+    config = builder.create_builder_config()
+    dla = dla_setup(trt, builder, config, settings.dla_core)
+    on_dla = dla is not None and "core" in dla
+    effective = settings
+    if on_dla:  # DLA: FP16 (or INT8) only, static shapes only
+        b = settings.opt_batch
+        effective = replace(settings, fp16=True, min_batch=b, opt_batch=b, max_batch=b)
+        dla["static_batch"] = b
+        if not settings.fp16 or settings.min_batch != settings.max_batch:
+            warn(f"engine.dla_core: DLA engines are FP16/INT8 with a static batch: building with FP16 and "
+                 f"batch {b} (engine.opt_batch)")
+    plan = precision_plan(trt, effective, quantized)
     source = fp16_onnx(src, out / f"{src.stem}.fp16.onnx") if plan["fp16_onnx"] else src
     sparse = sparse_24_layers(model)
 
-    logger = _logger(trt)
-    builder = trt.Builder(logger)
     flags = 0
     if plan["strongly_typed"] and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -257,47 +213,56 @@ def build_engine(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
                          hint="upgrade TensorRT or set engine.strongly_typed: false")
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    _parse(trt, parser, logger, source)
+    _parse(parser, logger, mark, source)
 
-    config = builder.create_builder_config()
     for flag in plan["flags"]:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if sparse:
         config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
-    profile = _add_profile(trt, builder, network, config, settings)
+    profile = add_profile(builder, network, config, (effective.min_batch, effective.opt_batch, effective.max_batch),
+                          logger, mark)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
     config.builder_optimization_level = settings.optimization_level
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector needs per-layer detail
-    dla = _use_dla(trt, builder, config, settings.dla_core)
-    cache_path = _timing_cache(config, settings, trt.__version__, gpu, cache_dir)
+    cache_path = _timing_cache_path(settings, trt.__version__, gpu, cache_dir)
+    cache = load_timing_cache(config, cache_path) if cache_path is not None else None
 
     say(f"  building a TensorRT {trt.__version__} engine for {gpu[0]} (sm {gpu[1]}): "
-        f"{'strongly typed' if plan['strongly_typed'] else 'flags ' + ','.join(plan['flags'] or ['none'])}")
+        f"{'strongly typed' if plan['strongly_typed'] else 'flags ' + ','.join(plan['flags'] or ['none'])}"
+        + (f", DLA core {settings.dla_core}" if on_dla else ""))
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EdgecError(f"TensorRT could not build an engine from {src.name}" + _tensorrt_said(logger),
+        raise EdgecError(f"TensorRT could not build an engine from {src.name}" + tensorrt_said(logger, mark),
                          hint="see TensorRT's messages above; a larger engine.workspace_mb or "
                               "engine.optimization_level: 3 may help")
     data = bytes(serialized)
     plan_path = atomic_write_bytes(out / PLAN, data)
-    if cache_path is not None:
-        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+    if cache is not None:
+        cache["saved"] = save_timing_cache(config, cache)
 
     runtime = trt.Runtime(logger)  # kept in scope while the engine lives
+    if on_dla:  # as trtexec does: the runtime must name the core before deserializing a DLA engine
+        runtime.DLA_core = settings.dla_core
     engine = runtime.deserialize_cuda_engine(data)  # our own fresh bytes: safe to load
     if engine is None:
-        raise EdgecError("TensorRT built an engine it cannot load back" + _tensorrt_said(logger),
+        raise EdgecError("TensorRT built an engine it cannot load back" + tensorrt_said(logger, mark),
                          hint="see TensorRT's messages above")
     info = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
     layers = summarize_layers(info, quantized_nodes(model))
+    if on_dla:
+        dla.update(layers_on_dla=layers.get("dla"), used=bool(layers.get("dla")))
+        if not dla["used"]:
+            warn(f"engine.dla_core: {settings.dla_core}: "
+                 + ("no layer runs on DLA (all fell back to the GPU)" if layers.get("detailed")
+                    else "the inspector gave no layer detail, so DLA use is unknown"))
     onnx_sha = sha256_file(src)
     manifest = write_engine_manifest(plan_path, {
         "key": engine_key(onnx_sha, trt.__version__, gpu, settings.to_dict()),
         "tensorrt": trt.__version__, "gpu": {"name": gpu[0], "compute_capability": gpu[1]},
         "onnx": {"file": src.name, "sha256": onnx_sha, "built_from": source.name},
         "build": {**settings.to_dict(), **plan}, "profile": profile, "sparse_weights": sparse,
-        "dla": dla, "timing_cache": str(cache_path) if cache_path else None, "layers": layers})
+        "dla": dla, "timing_cache": cache, "layers": layers})
     if layers.get("detailed"):
         say(f"  engine layers: {layers['int8']} INT8, {layers['fp16']} FP16, {layers['fp32']} FP32; "
-            f"{layers['fallback_count']} fell back from INT8")
+            f"{layers['fallback_count']} fell back from INT8" + (f"; {layers['dla']} on DLA" if dla else ""))
     return EngineBuild(plan_path, manifest)

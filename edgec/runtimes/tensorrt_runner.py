@@ -1,7 +1,10 @@
 """Run a TensorRT engine (``model.plan``) with torch-owned CUDA buffers: no pycuda needed.
 
 Loading checks the plan against its ``engine.json`` first (sha256, TensorRT version, GPU: see
-:mod:`edgec.engine.manifest`), because deserializing an engine runs code from it. Then, per run::
+:mod:`edgec.engine.manifest`), because deserializing an engine runs code from it. A DLA engine
+needs ``runtime.DLA_core`` set before it is deserialized (as trtexec does); the core comes from the
+manifest. TensorRT's messages go to edgec's process-wide logger (:mod:`edgec.engine.trt_logger`).
+Then, per run (every call's result checked)::
 
     ctx.set_input_shape(name, shape)                  # within the engine's optimization profile
     ctx.set_tensor_address(name, tensor.data_ptr())   # torch tensors on the GPU, inputs and outputs
@@ -31,7 +34,7 @@ import numpy as np
 from edgec.errors import EdgecError, ModelError
 from edgec.runtimes.base import Runner, TensorSpec, prepare_feeds
 
-__all__ = ["TensorRTRunner", "check_profile"]
+__all__ = ["TensorRTRunner", "check_profile", "deserialize_engine"]
 
 
 def check_profile(name: str, shape: tuple[int, ...], profile: list[tuple[int, ...]] | None) -> None:
@@ -50,6 +53,29 @@ def check_profile(name: str, shape: tuple[int, ...], profile: list[tuple[int, ..
                          f"{tuple(lo)} .. {tuple(hi)}",
                          hint=f"use a batch between {lo[0]} and {hi[0]}, or rebuild with engine.min_batch / "
                               "engine.max_batch covering it")
+
+
+def deserialize_engine(trt: Any, data: bytes, manifest: dict[str, Any], path: Path) -> tuple[Any, Any]:
+    """``(runtime, engine)`` for verified plan bytes: the runtime gets edgec's logger and, for an engine
+    built for DLA, the DLA core named in the manifest before it deserializes.
+
+    Example:
+        >>> runtime, engine = deserialize_engine(trt, data, verify_engine(plan, data=data), plan)  # doctest: +SKIP
+    """
+    from edgec.engine.trt_logger import process_logger, tensorrt_said
+
+    logger = process_logger(trt)
+    mark = logger.mark()
+    runtime = trt.Runtime(logger)
+    dla = manifest.get("dla") or {}
+    core = dla.get("core", dla.get("requested") if dla.get("used") else None)  # older manifests: requested+used
+    if core is not None:
+        runtime.DLA_core = int(core)
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise ModelError(f"TensorRT could not deserialize {path}" + tensorrt_said(logger, mark),
+                         hint="see TensorRT's message above; rebuild the engine on this machine")
+    return runtime, engine
 
 
 def _spec_shape(dims: Any) -> tuple[int | str | None, ...]:
@@ -88,13 +114,11 @@ class TensorRTRunner(Runner):
         check_target(self.path, self.manifest, trt.__version__,
                      (torch.cuda.get_device_name(self.device), f"{major}.{minor}"))
         with torch.cuda.device(self.device):
-            self._logger = trt.Logger(trt.Logger.WARNING)
-            self._runtime = trt.Runtime(self._logger)
-            self.engine = self._runtime.deserialize_cuda_engine(data)
-            if self.engine is None:
-                raise ModelError(f"TensorRT could not deserialize {self.path}",
-                                 hint="see TensorRT's message above; rebuild the engine on this machine")
+            self._runtime, self.engine = deserialize_engine(trt, data, self.manifest, self.path)
             self.context = self.engine.create_execution_context()
+            if self.context is None:
+                raise EdgecError(f"TensorRT could not create an execution context for {self.path.name}",
+                                 hint="see TensorRT's message above (often: out of GPU memory)")
         self.cuda_graph = cuda_graph
         self._io_setup(trt)
         self._buffers: dict[tuple, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -140,9 +164,14 @@ class TensorRTRunner(Runner):
         if self._active != key:
             ins, outs = self._buffers[key]
             for name, shape in key:
-                ctx.set_input_shape(name, shape)
+                if not ctx.set_input_shape(name, shape):
+                    raise ModelError(f"TensorRT refused shape {shape} for input '{name}'",
+                                     hint="see TensorRT's message above")
             for name, t in {**ins, **outs}.items():
-                ctx.set_tensor_address(name, t.data_ptr())
+                if not ctx.set_tensor_address(name, t.data_ptr()):
+                    raise EdgecError(f"TensorRT refused the buffer address for tensor '{name}'",
+                                     hint="see TensorRT's message above (the address must be on this GPU "
+                                          "and aligned)")
             self._active = key
         return self._buffers[key]
 

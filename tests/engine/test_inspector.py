@@ -69,3 +69,49 @@ def test_quantized_nodes_are_the_consumers_of_dequantize_outputs(qdq_onnx):
     ops = {n.name: n.op_type for n in model.graph.node}
     assert {ops[n] for n in nodes} >= {"Conv", "Gemm"}
     assert not {ops[n] for n in nodes} & {"QuantizeLinear", "DequantizeLinear"}
+
+
+# --- TensorRT 11's layer JSON (Inputs/Constants/Outputs, no Weights), Myelin, UInt8, DLA (issue 16) ----------
+
+def test_trt11_int8_math_with_a_float_output_is_int8_not_a_fallback():
+    from tests.engine.trt11_fixtures import TRT11, TRT11_QUANTIZED
+
+    s = summarize_layers(TRT11, TRT11_QUANTIZED)
+    rows = {r["name"]: r["precision"] for r in s["per_layer"]}
+    assert rows["/0/Conv + /1/Relu"] == "int8" and rows["{ForeignNode[/5/Gemm]}"] == "int8"
+    assert rows["/2/Conv"] == "fp32"
+    assert s["fallback"] == ["/2/Conv"]  # the only layer meant for INT8 that really runs in float
+
+
+def test_myelin_bookkeeping_layers_are_not_compute():
+    from tests.engine.trt11_fixtures import TRT11, TRT11_QUANTIZED
+
+    s = summarize_layers(TRT11, TRT11_QUANTIZED)
+    rows = {r["name"]: r["precision"] for r in s["per_layer"]}
+    for name in ("__myelin_shape_call_0", "__myelin_signal_1", "__myelin_wait_1", "__myelin_signal_and_wait_2"):
+        assert rows[name] == "data", name
+    # counted: 2 INT8 (conv, gemm), 1 FP32 (conv2), 1 UInt8 (cast) -> other
+    assert (s["layers"], s["counted"], s["int8"], s["fp32"], s["other"]) == (9, 4, 2, 1, 1)
+    assert s["int8_fraction"] == 0.5
+
+
+def test_uint8_is_not_int8():
+    assert layer_precision({"LayerType": "Cast", "Inputs": [{"Datatype": "UInt8"}]}) == "uint8"
+    assert layer_precision({"Outputs": [{"Format/Datatype": "Row major linear UInt8 format"}]}) == "uint8"
+    assert layer_precision({"Outputs": [{"Format/Datatype": "Row major linear Int8 format"}]}) == "int8"
+
+
+def test_trt10_myelin_gemm_without_weights_takes_its_inputs():
+    layer = {"Name": "{ForeignNode[/fc/MatMul]}", "LayerType": "Myelin", "ParameterType": "Gemm",
+             "Inputs": [{"Format/Datatype": "Row major linear Int8 format"}],
+             "Outputs": [{"Format/Datatype": "Row major linear FP32"}]}
+    assert layer_precision(layer) == "int8"
+
+
+def test_layers_on_dla_are_counted():
+    from tests.engine.trt11_fixtures import DLA_LAYERS, GPU_ONLY_LAYERS
+
+    s = summarize_layers(DLA_LAYERS)
+    assert s["dla"] == 1 and s["counted"] == 2  # the DLA subgraph and the GPU GEMM; nvm copies are data
+    assert [r["device"] for r in s["per_layer"]].count("DLA") == 1
+    assert summarize_layers(GPU_ONLY_LAYERS)["dla"] == 0

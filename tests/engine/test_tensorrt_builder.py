@@ -12,9 +12,15 @@ import pytest
 from edgec.engine.manifest import timing_cache_file, verify_engine
 from edgec.engine.tensorrt import BuildSettings, build_engine, precision_plan
 from edgec.errors import EdgecError, ModelError
-from tests.engine.recording_tensorrt import RecordingParserError, RecordingTensorRT
+from tests.engine.recording_tensorrt import ErrorCode, RecordingParserError, RecordingTensorRT
+from tests.engine.trt11_fixtures import DLA_LAYERS
 
 GPU = ("Recording GPU", "8.7")
+
+
+def flags(trt) -> list[str]:
+    """The builder flags set, by name (the stand-in records enum members, as TensorRT takes them)."""
+    return [f.name for f in trt.record["flags"]]
 
 
 def _build(onnx_path, tmp_path, trt, **settings):
@@ -25,10 +31,10 @@ def _build(onnx_path, tmp_path, trt, **settings):
 def test_trt10_weakly_typed_sets_int8_and_fp16_when_asked(qdq_onnx, tmp_path):
     trt = RecordingTensorRT(10)
     built = _build(qdq_onnx, tmp_path, trt)
-    assert trt.record["flags"] == ["INT8"] and trt.record["network_flags"] == 0
+    assert flags(trt) == ["INT8"] and trt.record["network_flags"] == 0
     trt16 = RecordingTensorRT(10)
     built16 = _build(qdq_onnx, tmp_path / "b", trt16, fp16=True)
-    assert trt16.record["flags"] == ["INT8", "FP16"]
+    assert flags(trt16) == ["INT8", "FP16"]
     assert trt16.record["parsed"] == str(qdq_onnx)  # weakly typed: the QDQ file itself is parsed
     assert built.manifest["build"]["strongly_typed"] is False and built16.manifest["build"]["api"] == "10"
 
@@ -36,7 +42,7 @@ def test_trt10_weakly_typed_sets_int8_and_fp16_when_asked(qdq_onnx, tmp_path):
 def test_trt10_strongly_typed_sets_no_precision_flags(qdq_onnx, tmp_path):
     trt = RecordingTensorRT(10)
     built = _build(qdq_onnx, tmp_path, trt, strongly_typed=True)
-    assert trt.record["flags"] == []
+    assert flags(trt) == []
     assert trt.record["network_flags"] == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     assert built.manifest["build"]["strongly_typed"] is True
 
@@ -45,11 +51,11 @@ def test_trt11_is_strongly_typed_without_flags_and_fp16_goes_through_the_onnx(qd
     trt = RecordingTensorRT(11)
     assert not hasattr(trt.BuilderFlag, "INT8")
     built = _build(qdq_onnx, tmp_path, trt)
-    assert trt.record["flags"] == [] and trt.record["network_flags"] == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert flags(trt) == [] and trt.record["network_flags"] == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     pytest.importorskip("onnxconverter_common", reason="engine.fp16 on TRT 11 needs onnxconverter-common (extra trt)")
     trt16 = RecordingTensorRT(11)
     built16 = _build(qdq_onnx, tmp_path / "b", trt16, fp16=True)
-    assert trt16.record["flags"] == []  # no precision flag even though fp16 was asked
+    assert flags(trt16) == []  # no precision flag even though fp16 was asked
     parsed = trt16.record["parsed"]
     assert parsed.endswith("model.int8.fp16.onnx") and built16.manifest["onnx"]["built_from"] == "model.int8.fp16.onnx"
     import onnx
@@ -72,7 +78,7 @@ def test_profile_workspace_level_verbosity(qdq_onnx, tmp_path):
     assert trt.record["profiles"] == [{"input": ([2, 1, 8, 8], [8, 1, 8, 8], [32, 1, 8, 8])}]
     assert trt.record["pool_limits"] == {"WORKSPACE": 256 << 20}
     assert trt.record["config"]["builder_optimization_level"] == 5
-    assert trt.record["config"]["profiling_verbosity"] == "DETAILED"
+    assert trt.record["config"]["profiling_verbosity"] == trt.ProfilingVerbosity.DETAILED
     assert built.manifest["profile"] == {"input": {"min": [2, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [32, 1, 8, 8]}}
 
 
@@ -82,14 +88,15 @@ def test_timing_cache_is_loaded_and_saved_per_device_and_version(qdq_onnx, tmp_p
     _build(qdq_onnx, tmp_path / "1", trt, timing_cache=str(cache_dir))
     path = timing_cache_file(cache_dir, "10.3.0", GPU)
     assert trt.record["timing_cache_loaded"] == b"" and trt.record["timing_cache_ignore_mismatch"] is False
-    assert path.read_bytes() == b"timings:+1"  # saved after the build
+    saved = path.read_bytes()
+    assert saved == f"TC|gpu0|{trt.build_id}".encode()  # saved after the build, with its timings
     again = RecordingTensorRT(10)
     _build(qdq_onnx, tmp_path / "2", again, timing_cache=str(cache_dir))
-    assert again.record["timing_cache_loaded"] == b"timings:+1"  # the second build starts from it
+    assert again.record["timing_cache_loaded"] == saved  # the second build starts from it
     other = RecordingTensorRT(11)
     _build(qdq_onnx, tmp_path / "3", other, timing_cache=str(cache_dir))
     assert other.record["timing_cache_loaded"] == b""  # another TensorRT version: its own cache
-    assert timing_cache_file(cache_dir, "11.4.0", GPU).is_file()
+    assert timing_cache_file(cache_dir, other.__version__, GPU).is_file()
     assert timing_cache_file(cache_dir, "10.3.0", ("Other GPU", "9.0")) != path
     off = RecordingTensorRT(10)
     _build(qdq_onnx, tmp_path / "4", off, timing_cache=False)
@@ -99,29 +106,30 @@ def test_timing_cache_is_loaded_and_saved_per_device_and_version(qdq_onnx, tmp_p
 def test_sparse_weights_only_for_2to4_models(qdq_onnx, sparse_qdq_onnx, tmp_path):
     dense = RecordingTensorRT(10)
     assert _build(qdq_onnx, tmp_path / "d", dense).manifest["sparse_weights"] == []
-    assert "SPARSE_WEIGHTS" not in dense.record["flags"]
+    assert "SPARSE_WEIGHTS" not in flags(dense)
     sparse = RecordingTensorRT(10)
     built = _build(sparse_qdq_onnx, tmp_path / "s", sparse)
-    assert "SPARSE_WEIGHTS" in sparse.record["flags"]
+    assert "SPARSE_WEIGHTS" in flags(sparse)
     assert len(built.manifest["sparse_weights"]) == 2  # conv2 and the linear layer; conv1 has C=1
 
 
 def test_dla_only_when_there_are_dla_cores(qdq_onnx, tmp_path):
     none = RecordingTensorRT(10, dla_cores=0)
     built = _build(qdq_onnx, tmp_path / "n", none, dla_core=0)
-    assert "default_device_type" not in none.record["config"] and "GPU_FALLBACK" not in none.record["flags"]
+    assert "default_device_type" not in none.record["config"] and "GPU_FALLBACK" not in flags(none)
     assert built.manifest["dla"] == {"requested": 0, "available": 0, "used": False}
-    jetson = RecordingTensorRT(10, dla_cores=2)
+    jetson = RecordingTensorRT(10, dla_cores=2, layer_info=DLA_LAYERS)
     built = _build(qdq_onnx, tmp_path / "j", jetson, dla_core=1)
-    assert jetson.record["config"]["default_device_type"] == "DLA" and jetson.record["config"]["DLA_core"] == 1
-    assert "GPU_FALLBACK" in jetson.record["flags"] and built.manifest["dla"]["used"] is True
+    assert jetson.record["config"]["default_device_type"] == jetson.DeviceType.DLA
+    assert jetson.record["config"]["DLA_core"] == 1
+    assert "GPU_FALLBACK" in flags(jetson) and built.manifest["dla"]["used"] is True
     plain = RecordingTensorRT(10, dla_cores=2)
     _build(qdq_onnx, tmp_path / "p", plain)  # not asked for: GPU
     assert "default_device_type" not in plain.record["config"]
 
 
 def test_parser_errors_name_the_node_and_quote_tensorrt(qdq_onnx, tmp_path):
-    errors = [RecordingParserError("Unsupported attribute 'foo'", 3, "/conv/Conv", "Conv"),
+    errors = [RecordingParserError("Unsupported attribute 'foo'", 3, "/conv/Conv", "Conv", ErrorCode.UNSUPPORTED_NODE),
               RecordingParserError("second problem", 7)]
     with pytest.raises(ModelError) as err:
         _build(qdq_onnx, tmp_path, RecordingTensorRT(10, parser_errors=errors))

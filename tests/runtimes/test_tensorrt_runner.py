@@ -55,3 +55,71 @@ def test_intact_engine_without_tensorrt_names_the_extra(tmp_path):
     with pytest.raises(MissingDependencyError) as err:
         TensorRTRunner(_engine(tmp_path))
     assert err.value.extra == "trt"
+
+
+# --- issue 16: DLA core before deserializing, checked set_input_shape / set_tensor_address ----------------------
+
+def test_a_dla_engine_gets_its_core_before_it_is_deserialized(tmp_path):
+    from edgec.runtimes.tensorrt_runner import deserialize_engine
+    from tests.engine.recording_tensorrt import RecordingTensorRT
+
+    trt = RecordingTensorRT(10, dla_cores=2)
+    deserialize_engine(trt, b"PLAN", {"dla": {"requested": 1, "available": 2, "core": 1, "used": True}}, tmp_path)
+    assert trt.record["runtime_dla_core"] == 1
+    old = RecordingTensorRT(10, dla_cores=2)  # a manifest written before the "core" key existed
+    deserialize_engine(old, b"PLAN", {"dla": {"requested": 1, "available": 2, "used": True}}, tmp_path)
+    assert old.record["runtime_dla_core"] == 1
+    gpu = RecordingTensorRT(10, dla_cores=2)
+    deserialize_engine(gpu, b"PLAN", {"dla": {"requested": 0, "available": 0, "used": False}}, tmp_path)
+    assert gpu.record["runtime_dla_core"] == -1  # not touched
+
+
+class _Context:
+    """An execution context that refuses what the test tells it to (TensorRT returns False)."""
+
+    def __init__(self, shape_ok=True, address_ok=True):
+        self.shape_ok, self.address_ok, self.calls = shape_ok, address_ok, []
+
+    def set_input_shape(self, name, shape):
+        self.calls.append(("shape", name, tuple(shape)))
+        return self.shape_ok
+
+    def set_tensor_address(self, name, address):
+        self.calls.append(("address", name))
+        return self.address_ok
+
+    def get_tensor_shape(self, name):
+        return (2, 10)
+
+
+def _bare_runner(context):
+    """A runner around a fake context, on CPU torch buffers: only its binding logic runs."""
+    import numpy as np
+    import torch
+
+    from edgec.runtimes.base import TensorSpec
+
+    runner = object.__new__(TensorRTRunner)
+    runner._torch, runner.context, runner.device = torch, context, torch.device("cpu")
+    runner._buffers, runner._active, runner._profiles = {}, None, {}
+    runner._dtypes = {"input": np.dtype("float32"), "logits": np.dtype("float32")}
+    runner.inputs = [TensorSpec("input", ("batch", 4), "float32")]
+    runner.outputs = [TensorSpec("logits", ("batch", 10), "float32")]
+    return runner
+
+
+def test_a_refused_tensor_address_is_an_error():
+    from edgec.errors import EdgecError
+
+    with pytest.raises(EdgecError, match="refused the buffer address for tensor 'input'"):
+        _bare_runner(_Context(address_ok=False))._bind((("input", (2, 4)),))
+
+
+def test_a_refused_shape_on_rebinding_is_an_error():
+    ctx = _Context()
+    runner = _bare_runner(ctx)
+    key = (("input", (2, 4)),)
+    runner._bind(key)
+    runner._active, ctx.shape_ok = None, False  # another shape ran in between; now TensorRT refuses
+    with pytest.raises(ModelError, match=r"refused shape \(2, 4\)"):
+        runner._bind(key)
