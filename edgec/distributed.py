@@ -89,21 +89,70 @@ def active() -> bool:
     return world_size() > 1
 
 
-def device() -> torch.device:
-    """Where this rank trains: ``cuda:LOCAL_RANK`` under an NCCL process group, else the CPU.
+DEVICES = "auto, cpu, cuda or cuda:N"  # what train.device accepts (edgec.recipe checks the spelling)
 
-    A single process without torchrun keeps edgec's CPU training as it was.
+
+def device(requested: str = "auto") -> torch.device:
+    """Where this rank trains, from the recipe's ``train.device`` (``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``).
+
+    - Under torchrun with NCCL: ``cuda:LOCAL_RANK`` (``auto`` and ``cuda``; each rank its own GPU).
+    - Under torchrun with gloo: the CPU (``auto`` and ``cpu``).
+    - A single process: ``auto`` is the current CUDA GPU when torch sees one, else the CPU; ``cuda``
+      / ``cuda:N`` insist on that GPU.
+
+    A request this process cannot honour raises :class:`RecipeError` (exit 2) saying why.
+
+    Example:
+        >>> device("cpu")
+        device(type='cpu')
     """
+    import torch
+
+    want = str(requested).strip().lower()
+    if want not in ("auto", "cpu", "cuda") and not (want.startswith("cuda:") and want[5:].isdigit()):
+        raise RecipeError(f"train.device: {requested!r} is not a device",
+                          hint=f"use one of {DEVICES} (N = the GPU's index)")
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise RecipeError(f"train.device: {want}, but torch sees no CUDA GPU (torch {torch.__version__}, "
+                          f"CUDA build: {torch.version.cuda or 'none'})",
+                          hint="set train.device: auto or cpu to train on the CPU; for the GPU install a CUDA "
+                               "build of torch and check the driver (`edgec doctor`)")
+    d = _dist()
+    if d is not None:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if d.get_backend() == "nccl":
+            if want == "cpu":
+                raise RecipeError("train.device: cpu, but torchrun opened an NCCL process group (GPUs)",
+                                  hint="set EDGEC_DIST_BACKEND=gloo to train on CPUs under torchrun, or "
+                                       "train.device: auto")
+            if want.startswith("cuda:") and int(want[5:]) != local:
+                raise RecipeError(f"train.device: {want}, but under torchrun rank {rank()} trains on its "
+                                  f"LOCAL_RANK GPU cuda:{local}",
+                                  hint="use train.device: cuda (or auto) with torchrun; choose GPUs with "
+                                       "CUDA_VISIBLE_DEVICES")
+            return torch.device("cuda", local)
+        if want != "auto" and want != "cpu":
+            raise RecipeError(f"train.device: {want}, but torchrun opened a gloo process group (CPUs)",
+                              hint="unset EDGEC_DIST_BACKEND (NCCL is used when CUDA is available), or set "
+                                   "train.device: auto or cpu")
+        return torch.device("cpu")
+    if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    index = int(want[5:]) if want.startswith("cuda:") else torch.cuda.current_device()
+    if index >= torch.cuda.device_count():
+        raise RecipeError(f"train.device: {want}, but torch sees {torch.cuda.device_count()} CUDA GPU(s)",
+                          hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}, or train.device: cuda")
+    return torch.device("cuda", index)
+
+
+def _comm_device() -> torch.device:
+    """The device collectives run on: NCCL reduces CUDA tensors only, gloo CPU tensors."""
     import torch
 
     d = _dist()
     if d is not None and d.get_backend() == "nccl":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
-
-
-def _comm_device() -> torch.device:
-    return device()  # NCCL reduces CUDA tensors only; gloo CPU tensors
 
 
 @contextlib.contextmanager
@@ -163,7 +212,7 @@ def barrier() -> None:
     d = _dist()
     if d is not None and world_size() > 1:
         if d.get_backend() == "nccl":
-            d.barrier(device_ids=[device().index])
+            d.barrier(device_ids=[_comm_device().index])
         else:
             d.barrier()
 
@@ -331,7 +380,7 @@ def shared_rng(seed: int) -> Iterator[None]:
         return
     import torch
 
-    dev = device()
+    dev = _comm_device()  # under torchrun the training device is the backend's
     with torch.random.fork_rng(devices=[dev.index] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         yield

@@ -49,6 +49,30 @@ class TrainSpec(Section):
     max_batches_per_epoch: int | None = Field(None, ge=1)
 
 
+class TrainingSpec(Section):
+    """Where every training stage of the build runs (teacher, distillation, pruning, quantized training).
+
+    ``device``: ``auto`` (the GPU when torch sees one, else the CPU), ``cpu``, ``cuda`` (the current
+    GPU; an error without one) or ``cuda:N``. Under torchrun each rank trains on its ``LOCAL_RANK``
+    GPU with NCCL (``auto``/``cuda``) or on CPUs with gloo (``auto``/``cpu``). On a GPU the numbers
+    differ slightly from the CPU's (other kernels), so the GPU's name is part of the training stages'
+    cache keys; CPU builds keep theirs. Optimiser settings stay per stage (``teacher.train`` ...).
+    """
+
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        want = v.strip().lower()
+        if want in ("auto", "cpu", "cuda") or (want.startswith("cuda:") and want[5:].isdigit()):
+            return want
+        close = ["cuda"] if want in ("gpu", "nvidia") else \
+            difflib.get_close_matches(want, ["auto", "cpu", "cuda", "cuda:0"], n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"{hint}expected auto, cpu, cuda or cuda:N (N = the GPU's index)")
+
+
 class DataSpec(Section):
     name: Literal["digits", "mnist", "cifar10", "synthetic", "sst2"] = "digits"  # sst2: text (edgec.text)
     path: str | None = None
@@ -271,6 +295,7 @@ class Recipe(Section):
     name: str = "recipe"
     description: str = ""
     seed: int = 0
+    train: TrainingSpec = Field(default_factory=TrainingSpec)
     data: DataSpec = Field(default_factory=DataSpec)
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)
     student: StudentSpec = Field(default_factory=StudentSpec)

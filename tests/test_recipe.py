@@ -125,3 +125,20 @@ def test_tensorrt_engine_profile_must_cover_the_bench_batch():
 def test_distill_methods_get_their_own_defaults():
     r = parse_recipe({"edgec": 1, "distill": {"method": "fitnets"}})
     assert r.distill.params == {}  # not kd's temperature/alpha, which fitnets does not take
+
+
+def test_train_device_defaults_to_auto_and_accepts_cuda_n():
+    assert parse_recipe({"edgec": 1}).train.device == "auto"
+    for given, kept in (("cpu", "cpu"), ("CUDA", "cuda"), ("cuda:1", "cuda:1"), (" auto ", "auto")):
+        assert parse_recipe({"edgec": 1, "train": {"device": given}}).train.device == kept
+
+
+def test_train_device_errors_name_the_field_and_the_choices():
+    with pytest.raises(RecipeError, match=r"train\.device: .*did you mean 'cuda'\?.*auto, cpu, cuda or cuda:N"):
+        parse_recipe({"edgec": 1, "train": {"device": "gpu"}})
+    with pytest.raises(RecipeError, match=r"train\.device: .*cuda:N"):
+        parse_recipe({"edgec": 1, "train": {"device": "cuda:first"}})
+    with pytest.raises(RecipeError, match=r"train\.devcie: unknown field \(did you mean 'device'\?\)"):
+        parse_recipe({"edgec": 1, "train": {"devcie": "cpu"}})
+    with pytest.raises(RecipeError, match=r"train\.epochs: unknown field"):  # optimiser settings stay per stage
+        parse_recipe({"edgec": 1, "train": {"epochs": 3}})

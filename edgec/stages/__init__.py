@@ -35,24 +35,26 @@ def run_all(ctx: BuildContext) -> dict[str, Artifact]:
         return run_text(ctx)
     # Fail in a second, before any training, when this machine cannot run the recipe's backend.
     backend = engine.resolve_backend(r.engine.backend)
+    on = train.device_config(ctx)  # train.device resolved now (no GPU for `cuda` fails here); {} on the CPU
     ds = ctx.dataset
     arts: dict[str, Artifact] = {}
     arts["teacher"] = ctx.stage("teacher", {
         "data": r.section("data"), "data_fingerprint": ds.fingerprint, "seed": r.seed,
-        "teacher": r.section("teacher"), "weights_sha256": train.weights_digest(r.teacher.weights),
+        "teacher": r.section("teacher"), "weights_sha256": train.weights_digest(r.teacher.weights), **on,
     }, [], train.teacher)
     arts["distill"] = ctx.stage("distill", {
-        "student": r.section("student"), "distill": r.section("distill"), "seed": r.seed,
+        "student": r.section("student"), "distill": r.section("distill"), "seed": r.seed, **on,
     }, [arts["teacher"]], train.distill)
     student = arts["distill"]
     if r.prune.enabled:
         student = arts["prune"] = ctx.stage("prune", {"prune": r.section("prune"), "distill_params": r.distill.params,
-                                                      "seed": r.seed}, [student, arts["teacher"]], compress.prune)
+                                                      "seed": r.seed, **on}, [student, arts["teacher"]], compress.prune)
     arts["export"] = ctx.stage("export", {"export": r.section("export")}, [student], convert.export)
     if r.quantize.enabled:
         # Quantized training reads the FP32 student (and the teacher for KD); PTQ reads the ONNX.
         arts["quantize"] = ctx.stage("quantize", {"quantize": r.section("quantize"), "export": r.section("export"),
-                                                  "distill_params": r.distill.params, "seed": r.seed},
+                                                  "distill_params": r.distill.params, "seed": r.seed,
+                                                  **(on if r.quantize.method != "ptq" else {})},
                                      [arts["export"], student, arts["teacher"]], convert.quantize)
     deployed = arts.get("quantize", arts["export"])
     engine_parents = [deployed, student] if backend == "kernels" else [deployed]  # kernels convert the student

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from edgec import distributed
 from edgec.artifacts import Artifact, StageWork
 from edgec.console import say
-from edgec.stages.train import CHECKPOINT, save_student, train_config
+from edgec.stages.train import CHECKPOINT, save_student, train_config, training_device
 
 if TYPE_CHECKING:
     from edgec.pipeline import BuildContext
@@ -42,7 +42,7 @@ def prune(ctx: BuildContext, work: StageWork) -> None:
 
     p, ds = ctx.recipe.prune, ctx.dataset
     student, spec = load_model(student_parent(work).file(STUDENT))
-    student = student.to(distributed.device())
+    student = student.to(training_device(ctx))
     loss_fn = _kd_loss(ctx, work, student) if p.distill else None
     work.scratch.add(CHECKPOINT)  # the final fine-tuning's checkpoint (resumable after Ctrl-C)
     result = run_prune(student, spec, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), criterion=p.criterion,
@@ -73,7 +73,7 @@ def quantized_training(ctx: BuildContext, work: StageWork) -> None:
 
     q, ds, r = ctx.recipe.quantize, ctx.dataset, ctx.recipe
     student, _ = load_model(student_parent(work).file(STUDENT))
-    student = student.to(distributed.device())
+    student = student.to(training_device(ctx))
     work.scratch.add(CHECKPOINT)
     set_seed(r.seed)  # SR rounds the initial weights stochastically before training starts
     if not distributed.is_main():  # train along with rank 0, which exports and verifies
@@ -87,7 +87,8 @@ def quantized_training(ctx: BuildContext, work: StageWork) -> None:
         student, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), work.path, ds.input_shape,
         method=q.method, bits=q.bits, scheme=q.scheme, config=train_config(q.train, r.seed),
         exporter=None if q.method == "qat" else r.export.exporter, stem="model", workdir=work.path,
-        progress=ctx.progress, loss_fn=_kd_loss(ctx, work, student) if q.distill else None)
+        progress=ctx.progress, loss_fn=_kd_loss(ctx, work, student) if q.distill else None,
+        parity_atol=r.export.parity_atol, parity_rtol=r.export.parity_rtol)
     info = art.to_dict()
     for key in ("onnx", "packed", "metadata"):  # absolute paths into the .work folder -> file names
         info[key] = Path(info[key]).name if info[key] else None

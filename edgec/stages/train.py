@@ -1,6 +1,8 @@
 """Training stages: ``teacher`` (train it, or load given weights) and ``distill`` (the student).
 
-Under torchrun every rank runs them (on its GPU with NCCL); only rank 0 saves (see :mod:`edgec.distributed`).
+They train on the recipe's ``train.device`` (:func:`training_device`: the GPU when there is one, by
+default). Under torchrun every rank runs them (on its GPU with NCCL); only rank 0 saves (see
+:mod:`edgec.distributed`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,29 @@ def weights_digest(path: str | None) -> str | None:
         raise RecipeError(f"teacher.weights: file not found: {p}",
                           hint="give the path of a .safetensors or .pt state dict, or remove teacher.weights to train one")
     return sha256_file(p)
+
+
+def training_device(ctx: BuildContext):
+    """The ``torch.device`` the recipe's ``train.device`` resolves to in this process (RecipeError if it cannot)."""
+    return distributed.device(ctx.recipe.train.device)
+
+
+def device_config(ctx: BuildContext) -> dict[str, str]:
+    """What the training device adds to a training stage's cache config: nothing on the CPU (CPU builds
+    keep their keys), ``{"train_device": "cuda:<GPU name>"}`` on a GPU (its numbers differ from the
+    CPU's and from another GPU model's). Resolving it here makes ``train.device: cuda`` without a GPU
+    fail before any work.
+
+    Example:
+        >>> device_config(ctx)          # on a CPU-only machine
+        {}
+    """
+    dev = training_device(ctx)
+    if dev.type != "cuda":
+        return {}
+    import torch
+
+    return {"train_device": f"cuda:{torch.cuda.get_device_name(dev)}"}
 
 
 def train_config(spec: TrainSpec, seed: int):
@@ -60,15 +85,25 @@ def _save(ctx: BuildContext, work: StageWork, model, spec, filename: str, result
 
     if not distributed.is_main():  # the other ranks trained along; rank 0 publishes
         return
+    trained_on = next(model.parameters()).device
     model = model.cpu()
     ds = ctx.dataset
     meta = {"normalization": json.dumps(ds.normalization()), "labels": json.dumps(ds.labels)}
     save_model(model, spec, work.path / filename, metadata=meta)
     _, val_acc = evaluate(model, ds.val.x, ds.val.y)
     work.metrics.update(params=count_params(model), flops=count_flops(model, ds.input_shape),
-                        val_accuracy=val_acc, model=spec.to_dict())
+                        val_accuracy=val_acc, model=spec.to_dict(), device=_describe(trained_on))
     if result is not None:
         work.metrics["training"] = result.to_dict()
+
+
+def _describe(device) -> str:
+    """``cpu``, or ``cuda:0 (NVIDIA H200)``: where a stage trained, for its metrics and the report."""
+    if device.type != "cuda":
+        return str(device)
+    import torch
+
+    return f"{device} ({torch.cuda.get_device_name(device)})"
 
 
 def save_student(ctx: BuildContext, work: StageWork, model, spec, result=None) -> None:
@@ -83,7 +118,7 @@ def teacher(ctx: BuildContext, work: StageWork) -> None:
 
     r, ds = ctx.recipe, ctx.dataset
     spec = _spec(ctx, r.teacher)
-    model = build_seeded(ctx, spec).to(distributed.device())
+    model = build_seeded(ctx, spec).to(training_device(ctx))
     result = None
     if r.teacher.weights:
         state = load_state_dict_file(r.teacher.weights)
@@ -110,13 +145,13 @@ def distill(ctx: BuildContext, work: StageWork) -> None:
 
     r, ds = ctx.recipe, ctx.dataset
     spec = _spec(ctx, r.student)
-    student = build_seeded(ctx, spec).to(distributed.device())
+    student = build_seeded(ctx, spec).to(training_device(ctx))
     cfg = train_config(r.distill.train, r.seed)
     work.scratch.add(CHECKPOINT)
     train, val = (ds.train.x, ds.train.y), (ds.val.x, ds.val.y)
     if r.distill.enabled:
         teacher_model, _ = load_model(parent(work, "teacher").file("teacher.safetensors"))
-        teacher_model = teacher_model.to(distributed.device())
+        teacher_model = teacher_model.to(training_device(ctx))
         result = run_distill(student, teacher_model, train, val, cfg, method=r.distill.method,
                              method_params=dict(r.distill.params), workdir=work.path, progress=ctx.progress)
     else:

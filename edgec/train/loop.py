@@ -141,6 +141,22 @@ def _train_epoch(net: nn.Module, model: nn.Module, loss_fn: LossFn,
     return total / count
 
 
+@contextlib.contextmanager
+def _reproducible_on(device: torch.device):
+    """On a GPU, cuDNN uses deterministic algorithms (no autotuning) while training, so the same seed
+    gives the same weights run after run on that GPU (restored afterwards). Nothing on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
+
+
 def _has_nonfinite(x: torch.Tensor) -> bool:
     return x.is_floating_point() and not bool(torch.isfinite(x).all())
 
@@ -257,6 +273,7 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
 
     epoch = done
     parallel = contextlib.ExitStack()  # under torchrun: the DDP wrapper, for these epochs only
+    parallel.enter_context(_reproducible_on(device))
     net = parallel.enter_context(distributed.data_parallel(model, trainable))
     try:
         for epoch in range(done + 1, config.epochs + 1):

@@ -43,6 +43,7 @@ def _digits_short(folder: Path, **changes) -> Path:
     r["distill"]["train"]["epochs"] = 6
     r["export"]["exporter"] = "torchscript"
     r["bench"] = {"enabled": False}
+    r["train"] = {"device": "cpu"}  # gloo ranks train on CPUs: the 1-process build must too (same keys), GPU or not
     r["prune"] = {"enabled": True, "criterion": "taylor", "target_flops": 0.7, "num_steps": 2,
                   "finetune_batches": 5, "criterion_batches": 2,
                   "train": {"epochs": 2, "optimizer": "sgd", "lr": 0.01}}
