@@ -1,7 +1,10 @@
 """The ``deploy/`` folder: what a user ships, servable without edgec.
 
     deploy/model.onnx        FP32 student, dynamic batch
-    deploy/model.int8.onnx   INT8 QDQ student (PTQ or QAT; ONNX Runtime on CPU; TensorRT builds from it)
+    deploy/model.int8.onnx   INT8 QDQ student (PTQ or QAT), symmetric S8S8: TensorRT builds from it
+    deploy/model.int8.cpu.onnx  PTQ: the INT8 file for ONNX Runtime on a CPU (quantize.cpu_flavour;
+                             default reduce_range, which cannot saturate x86 CPUs without VNNI);
+                             deploy.json's "int8" says which file is which flavour, for what
     deploy/model.w<b>.onnx + model.w<b>.lowbit.{safetensors,json}   b-bit student (BinaryConnect/SR)
                              instead of model.int8.onnx: on-grid FP32 weights + packed codes
     deploy/vocab.json        text models: the vocabulary (any file the export stage lists in its
@@ -9,7 +12,7 @@
     deploy/deploy.json       input name/shape/dtype, preprocessing, labels, files' sha256
 
 To serve an image model: ``x = (pixels * scale - mean[c]) / std[c]`` in NCHW float32, then
-``onnxruntime.InferenceSession("model.int8.onnx").run(None, {input_name: x})[0].argmax(1)``.
+``onnxruntime.InferenceSession(deploy["recommended"]).run(None, {input_name: x})[0].argmax(1)``.
 """
 
 from __future__ import annotations
@@ -28,8 +31,14 @@ def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name
     folder = out / "deploy"
     files = {"model.onnx": arts["export"].file("model.onnx")}
     q = arts.get("quantize")
+    int8: dict[str, Any] = {}
     if q is not None and q.metrics["kind"] == "int8":
-        files["model.int8.onnx"] = q.file(q.metrics["file"])
+        # PTQ: model.int8.onnx (S8S8, TensorRT) + model.int8.cpu.onnx (ONNX Runtime on a CPU); QAT: one file
+        for name, desc in (q.metrics.get("files") or {"model.int8.onnx": {}}).items():
+            files[name] = q.file(q.metrics["file"] if not desc else name)
+            if desc:
+                int8[name] = {k: desc.get(k) for k in ("flavour", "runtime", "cpus", "float_layers",
+                                                       "val_accuracy", "fp32_val_accuracy")}
     elif q is not None:  # low-bit: ONNX with on-grid weights + packed codes for the kernels
         for key in ("onnx", "packed", "metadata"):
             files[q.metrics[key]] = q.file(q.metrics[key])
@@ -53,7 +62,10 @@ def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name
         "num_classes": dataset.num_classes,
         "files": {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
                   for name in files},
-        "recommended": next((n for n in files if n.endswith(".onnx") and n != "model.onnx"), "model.onnx"),
+        "recommended": (q.metrics["file"] if int8 else
+                        next((n for n in files if n.endswith(".onnx") and n != "model.onnx"), "model.onnx")),
     }
+    if int8:  # which INT8 file is which flavour, for which runtime and CPUs
+        info["int8"] = int8
     atomic_write_json(folder / "deploy.json", info)
     return info

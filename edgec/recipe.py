@@ -158,6 +158,14 @@ class QuantizeSpec(Section):
     per_channel: bool = True
     distill: bool = True  # quantized training: KD from the teacher as the loss
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    # PTQ, accuracy-aware (edgec.compress.ptq_accuracy): INT8 within accuracy_budget points of FP32
+    # on the validation split, else up to max_float_layers most sensitive layers stay in float.
+    accuracy_budget: float = Field(1.0, ge=0, le=100)
+    max_float_layers: int = Field(3, ge=0)
+    # The INT8 file for ONNX Runtime on a CPU (model.int8.cpu.onnx; model.int8.onnx stays S8S8 for
+    # TensorRT): reduce_range (7-bit weights) and u8u8 cannot saturate x86 CPUs without VNNI; auto
+    # picks s8s8 on CPUs with VNNI / ARM dot product and reduce_range elsewhere.
+    cpu_flavour: Literal["reduce_range", "u8u8", "s8s8", "u8s8", "auto"] = "reduce_range"
     train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=5, lr=3e-4))
 
     @model_validator(mode="after")

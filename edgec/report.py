@@ -54,6 +54,16 @@ def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
     if "student_int8" in models:
         summary["int8_accuracy_drop"] = verify["int8_accuracy_drop"]
         summary["int8_top1_agreement"] = verify["int8_top1_agreement"]
+    q = arts.get("quantize")
+    if q is not None and q.metrics.get("files"):  # PTQ: each INT8 file's flavour, float layers, val accuracy steps
+        sat = verify.get("avx2_saturation") or {}
+        summary["int8_files"] = {
+            name: {"flavour": d["flavour"], "runtime": d["runtime"], "float_layers": d["float_layers"],
+                   "fp32_val_accuracy": d["fp32_val_accuracy"],
+                   "val_accuracy_steps": [{"float_layers": st["float_layers"], "val_accuracy": st["val_accuracy"]}
+                                          for st in d["steps"]],
+                   "avx2_saturates": (sat.get(name) or {}).get("saturates")}
+            for name, d in q.metrics["files"].items()}
     if "student_lowbit" in models:
         summary["lowbit_accuracy_drop"] = verify["lowbit_accuracy_drop"]
         summary["lowbit_bits"] = arts["quantize"].metrics["bits"]
@@ -98,6 +108,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "int8_accuracy_drop" in s:
         lines.append(f"- INT8 vs FP32 student: accuracy drop {s['int8_accuracy_drop'] * 100:+.2f} points, "
                      f"top-1 agreement {s['int8_top1_agreement']:.4f}")
+    for name, f in (s.get("int8_files") or {}).items():
+        steps = " -> ".join(f"{st['val_accuracy']:.4f}" for st in f["val_accuracy_steps"])
+        sat = {True: "saturates", False: "no saturation", None: "not checked"}[f["avx2_saturates"]]
+        lines.append(f"- `{name}` ({f['flavour']}, {f['runtime']}): validation accuracy FP32 "
+                     f"{f['fp32_val_accuracy']:.4f}, INT8 {steps}; layers kept in float: "
+                     f"{', '.join(f['float_layers']) or 'none'}; x86 without VNNI (emulated): {sat}")
     if "prune" in s:
         lines.append(f"- pruned ({s['prune']['criterion']}): {s['prune']['flops_ratio']:.2f} of the FLOPs and "
                      f"{s['prune']['params_ratio']:.2f} of the parameters of the distilled student kept")

@@ -1,8 +1,10 @@
-"""Post-training static INT8 quantization to one QDQ ONNX file that both ONNX Runtime and TensorRT run.
+"""Post-training static INT8 quantization to QDQ ONNX files for TensorRT and for ONNX Runtime on a CPU.
 
-The settings are the ones TensorRT's ONNX parser needs (DESIGN.md section 8): QDQ format, INT8
-weights and activations, symmetric ranges (every zero point 0), per-channel weight scales on the
-output-channel axis, and float biases (``QuantizeBias: False``; TensorRT rejects INT32 bias DQ).
+The default flavour (``s8s8``) has the settings TensorRT's ONNX parser needs (DESIGN.md section 8):
+QDQ format, INT8 weights and activations, symmetric ranges (every zero point 0), per-channel weight
+scales on the output-channel axis, and float biases (``QuantizeBias: False``; TensorRT rejects INT32
+bias DQ). That file can saturate ONNX Runtime's INT8 kernels on x86 CPUs without VNNI
+(:mod:`edgec.compress.saturation`); the ``reduce_range`` and ``u8u8`` flavours cannot.
 
 Example:
     >>> x_cal = select_calibration_samples(x_train, 256)
@@ -85,7 +87,7 @@ ENTROPY_BINS = 512
 ENTROPY_QUANTIZED_BINS = 128
 
 
-def _entropy_ranges(model: Path, reader: CalibrationReader, work: Path) -> Path | None:
+def _entropy_ranges(model: Path, reader: CalibrationReader, work: Path, symmetric: bool = True) -> Path | None:
     """Run ORT's entropy calibrator with a useful histogram; return a calibration cache file.
 
     quantize_static cannot pass histogram sizes to its calibrator, but (ORT >= 1.31) it takes
@@ -109,7 +111,7 @@ def _entropy_ranges(model: Path, reader: CalibrationReader, work: Path) -> Path 
     calibrator = ort_calibrate.create_calibrator(
         model, op_types, augmented_model_path=str(work / "entropy-augmented.onnx"),
         calibrate_method=CalibrationMethod.Entropy,
-        extra_options={"symmetric": True, "num_bins": ENTROPY_BINS,
+        extra_options={"symmetric": symmetric, "num_bins": ENTROPY_BINS,
                        "num_quantized_bins": ENTROPY_QUANTIZED_BINS})
     calibrator.collect_data(reader)
     ranges = calibrator.compute_data()
@@ -119,13 +121,29 @@ def _entropy_ranges(model: Path, reader: CalibrationReader, work: Path) -> Path 
     return cache
 
 
+# INT8 flavours: (activation type, weight type, symmetric activations, symmetric weights, reduce_range).
+# s8s8 is TensorRT's; reduce_range (7-bit weights) and u8u8 cannot saturate ONNX Runtime's non-VNNI
+# x86 kernels (edgec.compress.saturation); u8s8 is ORT's classic default, measured for comparison.
+FLAVOURS: dict[str, tuple[str, str, bool, bool, bool]] = {
+    "s8s8": ("QInt8", "QInt8", True, True, False),
+    "reduce_range": ("QInt8", "QInt8", True, True, True),
+    "u8u8": ("QUInt8", "QUInt8", False, False, False),
+    "u8s8": ("QUInt8", "QInt8", False, True, False),
+}
+
+
 def quantize_qdq(fp32_onnx: str | Path, out_path: str | Path, calibration_x: np.ndarray, *,
                  method: str = "minmax", percentile: float = 99.999, per_channel: bool = True,
-                 batch_size: int = 32) -> Path:
-    """Quantize an FP32 ONNX model to a TensorRT-compatible INT8 QDQ ONNX file, written atomically.
+                 batch_size: int = 32, flavour: str = "s8s8",
+                 nodes_to_exclude: list[str] | None = None) -> Path:
+    """Quantize an FP32 ONNX model to an INT8 QDQ ONNX file, written atomically.
 
     ``calibration_x`` holds the calibration inputs (batch first); ``method`` is ``minmax``,
-    ``percentile`` (clipping at ``percentile``) or ``entropy``.
+    ``percentile`` (clipping at ``percentile``) or ``entropy``. ``flavour`` (:data:`FLAVOURS`):
+    ``s8s8`` (default) is the symmetric INT8 file TensorRT needs; ``reduce_range`` is the same with
+    7-bit weights (still TensorRT-compatible; cannot saturate ONNX Runtime on x86 without VNNI);
+    ``u8u8`` / ``u8s8`` use asymmetric UINT8 activations (ONNX Runtime only). ``nodes_to_exclude``
+    names nodes left in float (no Q/DQ around them).
 
     Example:
         >>> quantize_qdq("model.onnx", "model.int8.onnx", x_cal, method="percentile", percentile=99.99)
@@ -136,6 +154,9 @@ def quantize_qdq(fp32_onnx: str | Path, out_path: str | Path, calibration_x: np.
 
     src, out = Path(fp32_onnx), Path(out_path)
     calib = calibration_method(method)
+    if flavour not in FLAVOURS:
+        raise RecipeError(f"unknown INT8 flavour '{flavour}'", hint=f"valid flavours: {', '.join(FLAVOURS)}")
+    act_type, weight_type, act_sym, weight_sym, reduce_range = FLAVOURS[flavour]
     if not 0.0 < float(percentile) <= 100.0:
         raise RecipeError(f"quantize.calibration.percentile must be in (0, 100], got {percentile}",
                           hint="use a value such as 99.99 or 99.999")
@@ -155,8 +176,8 @@ def quantize_qdq(fp32_onnx: str | Path, out_path: str | Path, calibration_x: np.
     dtype = np.dtype(inp["dtype"]).type if inp["dtype"] != "unknown" else np.float32
 
     extra_options = {
-        "ActivationSymmetric": True,   # zero point 0 for activations (TensorRT: symmetric only)
-        "WeightSymmetric": True,
+        "ActivationSymmetric": act_sym,   # zero point 0 for activations (TensorRT: symmetric only)
+        "WeightSymmetric": weight_sym,
         "QuantizeBias": False,         # keep float biases; TensorRT rejects INT32 bias DequantizeLinear
         "CalibPercentile": float(percentile),  # ORT's extra-option name; used only by "percentile"
     }
@@ -175,10 +196,12 @@ def quantize_qdq(fp32_onnx: str | Path, out_path: str | Path, calibration_x: np.
                 # to ORT (it declares com.microsoft/nchwc domains) while this file must suit TensorRT.
                 quant_pre_process(str(src), str(pre), skip_optimization=True)
                 reader = CalibrationReader(x, inp["name"], bs, drop_last=drop_last, dtype=dtype)
-                cache = _entropy_ranges(pre, reader, Path(work)) if calib == CalibrationMethod.Entropy else None
+                cache = (_entropy_ranges(pre, reader, Path(work), symmetric=act_sym)
+                         if calib == CalibrationMethod.Entropy else None)
                 quantize_static(str(pre), str(qdq), None if cache else reader,
-                                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                                weight_type=QuantType.QInt8, per_channel=per_channel,
+                                quant_format=QuantFormat.QDQ, activation_type=QuantType[act_type],
+                                weight_type=QuantType[weight_type], per_channel=per_channel,
+                                reduce_range=reduce_range, nodes_to_exclude=list(nodes_to_exclude or []),
                                 calibrate_method=calib, extra_options=extra_options,
                                 **({"calibration_cache_path": str(cache)} if cache else {}))
             except EdgecError:
@@ -193,4 +216,4 @@ def quantize_qdq(fp32_onnx: str | Path, out_path: str | Path, calibration_x: np.
     return out
 
 
-__all__ = ["quantize_qdq"]
+__all__ = ["FLAVOURS", "quantize_qdq"]

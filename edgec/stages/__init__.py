@@ -23,6 +23,15 @@ def parent(work: StageWork, stage: str) -> Artifact:
     raise KeyError(f"stage {work.stage} has no parent '{stage}'")  # a wiring bug, not a user error
 
 
+def _cpu_int8(q) -> dict:
+    """PTQ with ``quantize.cpu_flavour: auto``: the CPU file follows this CPU's INT8 instructions, so they key the stage."""
+    if q.method != "ptq" or q.cpu_flavour != "auto":
+        return {}
+    from edgec.compress.int8_cpu import int8_isa
+
+    return {"cpu_int8": int8_isa()}
+
+
 def run_all(ctx: BuildContext) -> dict[str, Artifact]:
     """Run every stage of ``ctx.recipe`` in order; return the artifacts by stage name."""
     from edgec import engine
@@ -54,7 +63,8 @@ def run_all(ctx: BuildContext) -> dict[str, Artifact]:
         # Quantized training reads the FP32 student (and the teacher for KD); PTQ reads the ONNX.
         arts["quantize"] = ctx.stage("quantize", {"quantize": r.section("quantize"), "export": r.section("export"),
                                                   "distill_params": r.distill.params, "seed": r.seed,
-                                                  **(on if r.quantize.method != "ptq" else {})},
+                                                  **(on if r.quantize.method != "ptq" else {}),
+                                                  **_cpu_int8(r.quantize)},
                                      [arts["export"], student, arts["teacher"]], convert.quantize)
     deployed = arts.get("quantize", arts["export"])
     engine_parents = [deployed, student] if backend == "kernels" else [deployed]  # kernels convert the student

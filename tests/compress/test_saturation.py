@@ -1,0 +1,83 @@
+"""The VPMADDUBSW emulation: hand arithmetic, and S8S8 vs reduce_range/U8U8 files of a model with large activations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgec.compress.int8_cpu import choose_cpu_flavour, int8_isa
+from edgec.compress.quantize import quantize_qdq
+from edgec.compress.saturation import predict_saturation, vpmaddubsw
+from edgec.export.onnx import export_onnx
+from edgec.export.qdq import qdq_problems
+
+
+def test_vpmaddubsw_hand_values():
+    # 255*127 + 255*127 = 64770 -> saturates at 32767; the negative side at -32768
+    np.testing.assert_array_equal(vpmaddubsw([255, 255], [127, 127]), [32767])
+    np.testing.assert_array_equal(vpmaddubsw([255, 255], [-128, -128]), [-32768])
+    # 7-bit weights (reduce_range: |w| <= 64) cannot overflow: 2 * 255 * 64 = 32640
+    np.testing.assert_array_equal(vpmaddubsw([255, 255, 255, 255], [64, 64, -64, -64]), [32640, -32640])
+    # exact where it fits: 1*2 + 3*4, and unsigned reading of the first operand (200, not -56)
+    np.testing.assert_array_equal(vpmaddubsw([1, 3, 200, 0], [2, 4, -1, 5]), [14, -200])
+    with pytest.raises(ValueError, match="odd"):
+        vpmaddubsw([1, 2, 3], [1, 2, 3])
+
+
+@pytest.fixture(scope="module")
+def big_first_layer(tmp_path_factory):
+    """A conv net whose first layer sees large inputs and has large weights (post-ReLU outputs are big)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(16 * 8 * 8, 10)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(4.0)
+        model[0].weight[:, :, 1, 1] = 1.0  # same-sign neighbouring taps: pair sums add up
+    folder = tmp_path_factory.mktemp("sat")
+    x = np.abs(np.random.default_rng(0).normal(size=(128, 4, 8, 8))).astype(np.float32) * 3
+    return export_onnx(model, (4, 8, 8), folder / "model.onnx", exporter="torchscript"), x, folder
+
+
+def test_s8s8_saturates_reduce_range_and_u8u8_do_not(big_first_layer):
+    fp32, x, folder = big_first_layer
+    reports = {}
+    for flavour in ("s8s8", "reduce_range", "u8u8"):
+        path = quantize_qdq(fp32, folder / f"{flavour}.onnx", x[:64], method="minmax", flavour=flavour)
+        reports[flavour] = predict_saturation(path, x[64:], max_samples=32)
+    s8 = reports["s8s8"]
+    assert s8["saturates"] and s8["samples"] == 32
+    assert [lay["op"] for lay in s8["layers"]] == ["Conv", "Conv", "Gemm"]
+    first = s8["layers"][0]
+    assert first["kernel"] == "u8s8 (VPMADDUBSW)" and first["saturated_fraction"] > 0.01 and first["output_error"] > 0
+    for flavour in ("reduce_range", "u8u8"):
+        assert not reports[flavour]["saturates"], reports[flavour]
+        assert all(lay["saturated_fraction"] == 0 and lay["output_error"] == 0 for lay in reports[flavour]["layers"])
+    assert reports["u8u8"]["layers"][0]["kernel"] == "u8u8 (VPMADDWD)"
+    # reduce_range stays a symmetric INT8 file TensorRT accepts; U8U8 is ONNX Runtime's only
+    assert qdq_problems(folder / "reduce_range.onnx") == []
+    assert qdq_problems(folder / "u8u8.onnx") != []
+
+
+def test_pairs_follow_mlas_packing(big_first_layer):
+    """Every output of every quantized layer is emulated, with K padded to pairs as MLAS packs it."""
+    fp32, x, folder = big_first_layer
+    path = quantize_qdq(fp32, folder / "rr.onnx", x[:64], method="minmax", flavour="reduce_range")
+    report = predict_saturation(path, x[:8])
+    assert all(lay["pairs"] > 0 for lay in report["layers"])
+    # pairs = samples * outputs * Cout * ceil(K / 2): first conv K = 3*3*4 = 36 -> 18 pairs
+    assert report["layers"][0]["pairs"] == 8 * 64 * 16 * 18
+
+
+def test_cpu_detection_and_flavour_choice():
+    assert int8_isa({"arch": "x86_64", "flags": {"avx2": True, "avx512_vnni": False, "avx_vnni": False}}) == "x86-avx2"
+    assert int8_isa({"arch": "x86_64", "flags": {"avx512_vnni": True}}) == "x86-vnni"
+    assert int8_isa({"arch": "x86_64", "flags": {"avx_vnni": True}}) == "x86-vnni"
+    assert int8_isa({"arch": "aarch64", "flags": {"dotprod": True}}) == "arm-dotprod"
+    assert int8_isa({"arch": "riscv64", "flags": {}}) == "other"
+    assert int8_isa() in ("x86-vnni", "x86-avx2", "arm-dotprod", "arm", "other")
+    assert choose_cpu_flavour("auto", "x86-avx2") == "reduce_range"
+    assert choose_cpu_flavour("auto", "other") == "reduce_range"
+    assert choose_cpu_flavour("auto", "x86-vnni") == "s8s8"
+    assert choose_cpu_flavour("u8u8", "x86-vnni") == "u8u8"
