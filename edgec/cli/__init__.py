@@ -164,6 +164,29 @@ def gate(
         raise typer.Exit(1)
 
 
+@app.command()
+def engine(
+    model: Annotated[Path, typer.Argument(help="A QDQ (INT8) or float ONNX file.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Engine folder (default: <model>-engine/ beside it).")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Let float layers run in FP16.")] = False,
+    min_batch: Annotated[int, typer.Option("--min-batch", help="Smallest batch of the optimization profile.")] = 1,
+    opt_batch: Annotated[int, typer.Option("--opt-batch", help="Batch TensorRT tunes for.")] = 1,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch of the optimization profile.")] = 64,
+    dla: Annotated[Optional[int], typer.Option("--dla", help="Build for this DLA core (Jetson; FP16, static batch = --opt-batch).")] = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare the engine with ONNX Runtime on random inputs.")] = True,
+    atol: Annotated[float, typer.Option(help="Verification: absolute tolerance.")] = 0.5,
+    rtol: Annotated[float, typer.Option(help="Verification: relative tolerance (x |ONNX Runtime output|).")] = 0.1,
+) -> None:
+    """Build, verify and describe a TensorRT engine from any ONNX file (like trtexec --onnx); exit 1 when the
+    engine disagrees with ONNX Runtime, 2 when TensorRT or a GPU is missing."""
+    from edgec.engine.from_onnx import describe, engine_from_onnx
+    from edgec.engine.tensorrt import BuildSettings
+
+    settings = BuildSettings(fp16=fp16, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, dla_core=dla)
+    for line in describe(engine_from_onnx(model, out, settings, verify=verify, atol=atol, rtol=rtol)):
+        console.print(line, soft_wrap=True, markup=False)
+
+
 report_app = typer.Typer(name="report", no_args_is_help=True, help="Reports across runs and devices.")
 app.add_typer(report_app)
 
