@@ -90,3 +90,32 @@ def test_edgec_bench_runs_the_engine_on_the_gpu(built, tmp_path):
                                 energy="off", timing=Timing(warmup_runs=5, min_runs=50, min_duration_s=0.2)))
     entry = doc["models"]["model.plan"]
     assert entry["runtime"] == "tensorrt" and entry["latency"]["1"]["device"]["p50"] > 0
+
+
+@pytest.fixture(scope="module")
+def trt_ready():
+    from tests.engine.conftest import trt_skip_reason
+
+    reason = trt_skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.mark.parametrize("which, fp16", [("fp32_onnx", False), ("fp32_onnx", True), ("qdq_onnx", False)])
+def test_edgec_engine_builds_and_verifies_any_onnx(trt_ready, which, fp16, request, tmp_path):
+    """`edgec engine` on a real GPU: float and QDQ ONNX, verified against ONNX Runtime, described, cached."""
+    from edgec.engine.from_onnx import engine_from_onnx
+    from edgec.engine.tensorrt import BuildSettings
+
+    onnx_path = request.getfixturevalue(which)
+    settings = BuildSettings(fp16=fp16, min_batch=1, opt_batch=4, max_batch=16, timing_cache=str(tmp_path / "tc"))
+    result = engine_from_onnx(onnx_path, tmp_path / "e", settings)
+    assert result["verify"]["passed"], result["verify"]
+    layers = result["manifest"]["layers"]
+    assert layers["detailed"] and layers["counted"] > 0
+    if which == "qdq_onnx":
+        assert layers["int8"] > 0, layers["per_layer"]
+    cache = result["manifest"]["timing_cache"]
+    assert cache["saved"] and not cache["rejected"]
+    again = engine_from_onnx(onnx_path, tmp_path / "e2", settings)  # the second build reuses the cache
+    assert again["manifest"]["timing_cache"]["reused"] is True
