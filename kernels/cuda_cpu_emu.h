@@ -6,7 +6,10 @@
 //   __shared__                                               -> `static` (one copy per kernel)
 //   __syncthreads()                                          -> C++20 std::barrier over the block
 //   __shfl_down_sync/__shfl_xor_sync/__shfl_sync             -> per-warp exchange slots + std::barrier
-//   __dp4a, __popc, __float2int_rn, __ldg, __half + conversions, float4
+//   __dp4a, __popc, __float2int_rn, __ldg, __half + conversions, float4/float2/uint4/uint2,
+//   __half2 + HADD2/HSUB2/HMUL2/HFMA2 + conversions, __byte_perm (PRMT)
+// Inline PTX (lop3, mma, cp.async) cannot run here: kernels give such pieces an
+// `#ifndef __CUDA_ARCH__` equivalent, and the gpu-marked tests check the PTX versions.
 //
 // Execution model: edgec_emu::launch(kernel, grid, block, args...) starts one std::thread per CUDA
 // thread of a block; each thread walks the grid's blocks in order (x fastest, then y, then z) and
@@ -53,7 +56,10 @@ inline thread_local dim3 threadIdx{0, 0, 0}, blockIdx{0, 0, 0}, blockDim, gridDi
 constexpr int warpSize = 32;
 
 struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
 struct alignas(8) int2 { int x, y; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(8) uint2 { unsigned x, y; };
 
 namespace edgec_emu {
 
@@ -223,6 +229,48 @@ struct __half {
 inline float __half2float(__half h) { return edgec_emu::half_bits_to_float(h.bits); }
 inline __half __float2half(float f) { return __half{edgec_emu::float_to_half_bits(f)}; }
 inline __half __float2half_rn(float f) { return __float2half(f); }
+
+// __half2: two halves in one 32-bit word, .x in the low 16 bits (as in CUDA). The arithmetic rounds
+// to half, as HADD2/HMUL2/HFMA2 do (computed exactly in double, then double -> float -> half: that
+// double rounding differs from one rounding only on rare ties, below the tests' tolerances).
+struct alignas(4) __half2 {
+  __half x, y;
+};
+inline __half2 __float2half2_rn(float f) { return __half2{__float2half(f), __float2half(f)}; }
+inline __half2 __floats2half2_rn(float a, float b) { return __half2{__float2half(a), __float2half(b)}; }
+inline float2 __half22float2(__half2 h) { return float2{__half2float(h.x), __half2float(h.y)}; }
+namespace edgec_emu {
+inline __half h_round(double v) { return __float2half(float(v)); }
+}  // namespace edgec_emu
+inline __half2 __hadd2(__half2 a, __half2 b) {
+  return {edgec_emu::h_round(double(__half2float(a.x)) + __half2float(b.x)),
+          edgec_emu::h_round(double(__half2float(a.y)) + __half2float(b.y))};
+}
+inline __half2 __hsub2(__half2 a, __half2 b) {
+  return {edgec_emu::h_round(double(__half2float(a.x)) - __half2float(b.x)),
+          edgec_emu::h_round(double(__half2float(a.y)) - __half2float(b.y))};
+}
+inline __half2 __hmul2(__half2 a, __half2 b) {
+  return {edgec_emu::h_round(double(__half2float(a.x)) * __half2float(b.x)),
+          edgec_emu::h_round(double(__half2float(a.y)) * __half2float(b.y))};
+}
+inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) {
+  return {edgec_emu::h_round(double(__half2float(a.x)) * __half2float(b.x) + __half2float(c.x)),
+          edgec_emu::h_round(double(__half2float(a.y)) * __half2float(b.y) + __half2float(c.y))};
+}
+
+// Byte permute (PRMT): result byte i = byte s_i of the 8-byte value {y, x} (x = bytes 0-3), where
+// s_i is nibble i of s (low 3 bits; the sign-replicate mode is not emulated and aborts).
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+  const uint64_t v = (uint64_t(y) << 32) | x;
+  unsigned out = 0;
+  for (int i = 0; i < 4; ++i) {
+    const unsigned sel = (s >> (4 * i)) & 0xfu;
+    if (sel & 8u) edgec_emu::die("__byte_perm sign-replicate mode is not emulated");
+    out |= unsigned((v >> (8 * sel)) & 0xffu) << (8 * i);
+  }
+  return out;
+}
 
 using std::max;
 using std::min;

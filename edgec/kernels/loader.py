@@ -14,9 +14,15 @@ Two paths:
 Threads: pycuda launches in the calling thread's current CUDA context; :func:`get_function` makes
 device 0's primary context current in threads where none is.
 
-Stream semantics: pycuda launches on its default (legacy NULL) stream, not on torch's current
-stream. That is ordered with torch's default stream, but not with other torch streams, so
-:mod:`edgec.kernels.ops` synchronizes around launches made under a non-default torch stream.
+Launch path (:func:`prepared_function`, :func:`shared_stream`): each entry point is looked up and
+``Function.prepare``-d once; launches go through ``prepared_async_call`` with raw int pointers on
+one non-blocking pycuda ``Stream`` per process that torch also sees as
+``torch.cuda.ExternalStream(stream.handle)``. Torch work run under that stream (``with
+torch.cuda.stream(shared_stream()[1])``, what :func:`edgec.kernels.ops.kernel_stream` does) is
+ordered with the kernels with no extra synchronization, and can be captured in a CUDA graph;
+:mod:`edgec.kernels.ops` joins the streams with events when another torch stream is current.
+(pycuda's ``Function`` exposes no raw ``CUfunction`` handle, so launching on torch's own stream
+would mean a second driver binding; sharing one stream keeps pycuda the only one.)
 
 Importing this module imports neither pycuda nor torch.
 
@@ -41,7 +47,7 @@ from typing import Any
 from edgec.atomic import atomic_write_bytes
 from edgec.errors import EdgecError, MissingDependencyError
 
-KERNEL_FILES = ("sparse_conv2d_csr", "lowbit_gemv", "lowbit_gemm_smallbatch", "int8_gemm_dp4a", "int8_gemv_mmvq")
+KERNEL_FILES = ("sparse_conv2d_csr", "lowbit_batched_gemv", "int8_gemm_dp4a", "int8_gemv_mmvq")
 DEFAULT_ARCHS = ("sm_87", "sm_86", "sm_90")
 # -lineinfo costs nothing at run time and lets compute-sanitizer / Nsight point at source lines
 NVCC_OPTIONS = ("-O3", "-lineinfo")
@@ -141,8 +147,8 @@ def compile_cubin(src_path: str | os.PathLike[str], arch: str,
     Returns ``(cubin_bytes, report)``, ``report`` as :func:`parse_ptxas_report`.
 
     Example:
-        >>> cubin, report = compile_cubin(kernel_source("lowbit_gemv"), "sm_87")
-        >>> report["lowbit_gemv_f32_b4"]["spill_stores"]
+        >>> cubin, report = compile_cubin(kernel_source("lowbit_batched_gemv"), "sm_87")
+        >>> report["lbgemv_f16_w4_m1"]["spill_stores"]
         0
     """
     _check_arch(arch)
@@ -252,8 +258,8 @@ def get_function(name: str, entry: str, arch: str | None = None) -> Any:
     """The ``pycuda.driver.Function`` ``entry`` of ``<name>.cu`` (compiled for the device).
 
     Example:
-        >>> f = get_function("lowbit_gemv", "lowbit_gemv_f32_b4")
-        >>> f(x, words, scales, np.uintp(0), y, np.int32(1), ..., block=(128, 1, 1), grid=(n // 4, 1))
+        >>> f = get_function("sparse_conv2d_csr", "sparse_conv2d_csr_f32")
+        >>> f(x, row_ptr, col_idx, values, np.uintp(0), y, np.int32(c), ..., block=(128, 1, 1), grid=grid)
     """
     _ensure_current_context()
     return _function(name, entry, arch or device_arch())
@@ -270,6 +276,35 @@ def _ensure_current_context() -> None:
         import pycuda.autoprimaryctx as primary
 
         primary.context.push()
+
+
+@functools.lru_cache(maxsize=None)
+def prepared_function(name: str, entry: str, arg_format: str) -> Any:
+    """``get_function(name, entry)`` with ``Function.prepare(arg_format)`` done once (cached).
+
+    ``arg_format`` is a struct format, one letter per kernel argument: ``P`` pointer (pass an
+    int), ``i`` int32, ``f`` float32. Launch with ``fn.prepared_async_call(grid, block, stream, *args)``.
+
+    Example:
+        >>> fn = prepared_function("lowbit_batched_gemv", "lbgemv_f16_w4_m1", "PPPPPiiii")
+    """
+    fn = get_function(name, entry)
+    fn.prepare(arg_format)
+    return fn
+
+
+@functools.lru_cache(maxsize=1)
+def shared_stream() -> tuple[Any, Any]:
+    """``(pycuda Stream, torch.cuda.ExternalStream)`` over one non-blocking CUDA stream, made once.
+
+    The kernels launch on it; torch runs on it under ``torch.cuda.stream(shared_stream()[1])``.
+    """
+    import torch
+
+    drv = _pycuda()
+    _ensure_current_context()
+    stream = drv.Stream(flags=1)  # CU_STREAM_NON_BLOCKING: no implicit sync with the legacy NULL stream
+    return stream, torch.cuda.ExternalStream(stream.handle, device=torch.device("cuda", 0))
 
 
 @functools.lru_cache(maxsize=None)

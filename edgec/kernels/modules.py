@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgec.kernels import ops
-from edgec.kernels.packing import (CsrConv2dWeight, LowBitWeight, PackingError, dequantize_lowbit,
-                                   pack_csr_conv2d, pack_lowbit, pack_lowbit_codes)
+from edgec.kernels.loader import KernelError, shared_stream
+from edgec.kernels.packing import (CsrConv2dWeight, GemvWeight, LowBitWeight, PackingError, dequantize_gemv,
+                                   pack_csr_conv2d, pack_lowbit, pack_lowbit_codes, repack_gemv)
 
 
 class SparseConv2d(nn.Module):
@@ -95,39 +96,137 @@ class SparseConv2d(nn.Module):
 class LowBitLinear(nn.Module):
     """Linear layer with weights packed at 8, 4, 2 or 1 bits and per-output-channel scales.
 
+    The ``words`` buffer is the ``gemv`` format (:func:`~edgec.kernels.packing.repack_gemv`) the
+    batched GEMV kernel reads. On CUDA the device pointers of ``words``/``scales``/``bias`` are
+    cached (an :class:`~edgec.kernels.ops.LowBitGemv`, rebuilt only when the buffers move), so a
+    forward is: check x, allocate y, one prepared launch.
+
     Example:
         >>> lb = LowBitLinear.from_linear(linear, bits=4)
         >>> lb(x).shape == linear(x).shape
         True
     """
 
-    def __init__(self, packed: LowBitWeight, bias: torch.Tensor | None = None):
+    def __init__(self, packed: LowBitWeight | GemvWeight, bias: torch.Tensor | None = None):
         super().__init__()
-        self.bits, self.in_features, self.out_features = packed.bits, packed.in_features, packed.out_features
-        words = np.asarray(packed.words)
+        g = packed if isinstance(packed, GemvWeight) else repack_gemv(packed)
+        self.bits, self.in_features, self.out_features = g.bits, g.in_features, g.out_features
+        words = np.asarray(g.words)
         if words.dtype == np.uint32:
             words = words.view(np.int32)  # same bits; torch has little uint32 support
         self.register_buffer("words", torch.as_tensor(words, dtype=torch.int32))
-        self.register_buffer("scales", torch.as_tensor(np.asarray(packed.scales), dtype=torch.float32))
+        self.register_buffer("scales", torch.as_tensor(np.asarray(g.scales), dtype=torch.float32))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        self._gemv: ops.LowBitGemv | None = None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, bits: int, scales: Any = None) -> LowBitLinear:
         """Quantize (per-output-channel, symmetric; ``scales`` to reuse a QAT grid) and pack."""
         return cls(pack_lowbit(linear.weight, bits, scales), linear.bias)
 
-    def packed(self) -> LowBitWeight:
-        """The weights as a :class:`LowBitWeight` of this module's (device) tensors."""
-        return LowBitWeight(self.words, self.scales, self.bits, self.in_features)  # type: ignore[arg-type]
+    def packed(self) -> GemvWeight:
+        """The weights as a :class:`GemvWeight` of this module's (device) tensors."""
+        return GemvWeight(self.words, self.scales, self.bits, self.in_features, self.out_features)  # type: ignore[arg-type]
+
+    def gemv(self) -> ops.LowBitGemv:
+        """The cached kernel over this module's CUDA buffers (rebuilt if they moved)."""
+        cached = self._gemv
+        if (cached is None or cached.words.data_ptr() != self.words.data_ptr()
+                or (self.bias is not None and cached.bias is not None and cached.bias.data_ptr() != self.bias.data_ptr())):
+            cached = self._gemv = ops.LowBitGemv(self.packed(), self.bias, device=self.words.device)
+        return cached
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N]
         if x.is_cuda:
-            return ops.lowbit_linear(x, self.packed(), self.bias)
-        w = torch.from_numpy(dequantize_lowbit(self.packed()))
-        return F.linear(x.float(), w, self.bias).to(x.dtype)
+            return self.gemv()(x)
+        w = torch.from_numpy(dequantize_gemv(self.packed()))
+        return F.linear(x.float(), w, None if self.bias is None else self.bias.float()).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}"
+
+
+class CudaGraphed(nn.Module):
+    """A module's forward captured once in a CUDA graph, replayed per call (one input shape/dtype).
+
+    Capture runs on the kernels' shared stream (after ``warmup`` eager calls there, which load and
+    prepare every kernel), so edgec's kernels and torch's ops land in one graph. ``forward`` copies
+    ``x`` into the captured input and replays: the host cost no longer grows with the layer count
+    (what Jetson's slower ARM cores need). The returned tensor is the graph's output buffer,
+    overwritten by the next call: clone it to keep it.
+
+    Example:
+        >>> fast = CudaGraphed(converted_model.cuda().eval(), torch.randn(1, 3, 32, 32, device="cuda"))
+        >>> y = fast(x)
+    """
+
+    def __init__(self, module: nn.Module, example: torch.Tensor, warmup: int = 2):
+        super().__init__()
+        if not example.is_cuda:
+            raise KernelError("CudaGraphed needs a CUDA example input", hint="pass example.cuda()")
+        self.module = module
+        _, stream = shared_stream()
+        self.static_in = example.detach().clone()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad(), torch.cuda.stream(stream):
+            for _ in range(warmup):
+                module(self.static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(self.graph, stream=stream):
+            self.static_out = module(self.static_in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape != self.static_in.shape or x.dtype != self.static_in.dtype or x.device != self.static_in.device:
+            raise KernelError(f"CudaGraphed was captured for {tuple(self.static_in.shape)} {self.static_in.dtype} "
+                              f"on {self.static_in.device}, got {tuple(x.shape)} {x.dtype} on {x.device}",
+                              hint="capture one CudaGraphed per input shape")
+        self.static_in.copy_(x)
+        self.graph.replay()
+        return self.static_out
+
+
+class OnKernelStream(nn.Module):
+    """Runs ``module`` on the kernels' shared stream: one stream join per call instead of two per kernel.
+
+    The shared stream waits for the caller's stream, the whole forward runs there (torch ops and
+    edgec's kernels in order, no per-launch events), then the caller's stream waits for it; tensor
+    outputs are ``record_stream``-ed on the caller's stream for the caching allocator.
+    """
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: Any) -> Any:
+        if not any(isinstance(a, torch.Tensor) and a.is_cuda for a in args):
+            return self.module(*args)
+        cur, (_, stream) = torch.cuda.current_stream(), shared_stream()
+        stream.wait_stream(cur)
+        with torch.cuda.stream(stream):
+            out = self.module(*args)
+        cur.wait_stream(stream)
+        for t in out if isinstance(out, (tuple, list)) else out.values() if isinstance(out, dict) else (out,):
+            if isinstance(t, torch.Tensor) and t.is_cuda:
+                t.record_stream(cur)
+        return out
+
+
+class GraphPerShape(nn.Module):
+    """``module`` as CUDA graphs: one :class:`CudaGraphed` per input (shape, dtype), outputs cloned."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        self.graphs: dict[tuple[Any, ...], CudaGraphed] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_cuda:
+            return self.module(x)
+        key = (tuple(x.shape), x.dtype)
+        if key not in self.graphs:
+            self.graphs[key] = CudaGraphed(self.module, x)
+        return self.graphs[key](x).clone()
 
 
 def detect_lowbit(weight: Any, max_bits: int = 8, rtol: float = 1e-5) -> tuple[int, np.ndarray, np.ndarray] | None:
@@ -231,7 +330,7 @@ def _replacement(module: nn.Module, row: dict[str, Any], min_sparsity: float,
     if bits is not None:
         layer = LowBitLinear.from_linear(module, bits)
         row["bits"] = bits
-        w_hat = torch.from_numpy(dequantize_lowbit(layer.packed()))
+        w_hat = torch.from_numpy(dequantize_gemv(layer.packed()))
         err = float((w_hat - weight.float().cpu()).norm() / weight.float().norm().clamp_min(1e-12))
         row["relative_weight_error"] = round(err, 5)
         return layer, ""

@@ -4,16 +4,18 @@ Each function checks its inputs, allocates the output with torch, and launches t
 pycuda (:mod:`edgec.kernels.loader`). The launch geometry lives in the ``*_launch`` helpers, which
 the CPU-emulation tests use too, so the emulated grid is the one the GPU runs.
 
-Streams: pycuda launches on the legacy default stream, which is torch's default stream. Under a
-non-default torch stream (``with torch.cuda.stream(s)``) the launch is ordered both ways without
-blocking the host: the default stream first waits for the current one, the kernel runs, then the
-current stream waits for the default one; the tensors involved are ``record_stream``-ed so the
-caching allocator cannot recycle them early. Devices: the kernels run on ``cuda:0`` (the context
-``pycuda.autoprimaryctx`` shares with torch).
+Streams: the low-bit kernels launch through :func:`launch` (prepared functions, raw pointers) on
+the shared stream of :func:`edgec.kernels.loader.shared_stream`: under :func:`kernel_stream` there
+is nothing else per call; under any other torch stream the two streams are joined with events.
+The sparse-conv and INT8 ops still use pycuda's plain call on the legacy default stream, which is
+torch's default stream; under a non-default torch stream they are ordered both ways without
+blocking the host (the default stream waits for the current one, the kernel runs, the current
+stream waits for the default one; the tensors are ``record_stream``-ed). Devices: the kernels run
+on ``cuda:0`` (the context ``pycuda.autoprimaryctx`` shares with torch).
 
 Example:
-    >>> packed = pack_lowbit(linear.weight, bits=4)
-    >>> y = lowbit_linear(x.cuda(), packed, bias=linear.bias.cuda())    # x [B, K] -> y [B, N]
+    >>> kernel = LowBitGemv(pack_lowbit(linear.weight, bits=4), linear.bias)   # once
+    >>> y = kernel(x.cuda())                                              # x [B, K] -> y [B, N]
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgec.kernels.loader import KernelError, get_function
-from edgec.kernels.packing import (CsrConv2dWeight, Int8Weight, LowBitWeight, _pair, conv2d_output_size,
-                                   padded_k)
+from edgec.kernels.loader import KernelError, get_function, prepared_function, shared_stream
+from edgec.kernels.packing import (CsrConv2dWeight, GemvWeight, Int8Weight, LowBitWeight, _pair,
+                                   conv2d_output_size, padded_k, repack_gemv)
 
 if TYPE_CHECKING:
     import torch
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
 Dim3 = tuple[int, int, int]
 
 SC_THREADS = 128  # SC_THREADS in sparse_conv2d_csr.cu
-LB_WARPS = 4      # LB_WARPS in lowbit_common.cuh: output rows per block
-LB_MB = 4         # LB_MB in lowbit_gemm_smallbatch.cu: x rows per warp
 I8_TILE = 32      # I8_TILE in int8_gemm_dp4a.cu
 I8_QTHREADS = 256
 
@@ -49,13 +49,23 @@ def sparse_conv2d_launch(n: int, cout: int, oh: int, ow: int) -> tuple[Dim3, Dim
     return (_cdiv(oh * ow, SC_THREADS), cout, n), (SC_THREADS, 1, 1)
 
 
-def lowbit_launch(m: int, n: int, bits: int, half: bool = False) -> tuple[str, str, Dim3, Dim3]:
-    """``(file, entry, grid, block)`` for ``y[m, n]``: the GEMV kernel at m == 1, else small-batch."""
-    dt = "f16" if half else "f32"
-    if m == 1:
-        return "lowbit_gemv", f"lowbit_gemv_{dt}_b{bits}", (_cdiv(n, LB_WARPS), 1, 1), (32 * LB_WARPS, 1, 1)
-    return ("lowbit_gemm_smallbatch", f"lowbit_gemm_{dt}_b{bits}", (_cdiv(n, LB_WARPS), _cdiv(m, LB_MB), 1),
-            (32 * LB_WARPS, 1, 1))
+LBG_THREADS, LBG_R = 128, 4  # lowbit_batched_gemv.cuh
+LBG_MB = (1, 2, 4, 8)         # x rows per block with an entry point (f16 2-bit stops at 4)
+
+
+def lowbit_launch(m: int, n: int, kvec: int, bits: int, half: bool = False) -> tuple[str, Dim3, Dim3, int, int]:
+    """``(entry, grid, block, mb, kt)`` of ``lowbit_batched_gemv.cu`` for ``y[m, n]``, K = ``kvec`` vectors.
+
+    ``kt`` (threads along K per row group) is the largest of 128/64/32 not above ``kvec``, so no
+    thread idles on short rows; ``mb`` is the smallest entry's rows of x >= ``m`` (at most 8; larger
+    ``m`` runs several blocks along y, each re-reading the weights).
+    """
+    top = 4 if half and bits == 2 else 8
+    mb = next((b for b in LBG_MB if b >= m and b <= top), top)
+    kt = 128 if kvec >= 128 else 64 if kvec >= 64 else 32
+    rows = LBG_R * (LBG_THREADS // kt)
+    entry = f"lbgemv_{'f16' if half else 'f32'}_w{bits}_m{mb}"
+    return entry, (_cdiv(n, rows), _cdiv(m, mb), 1), (LBG_THREADS, 1, 1), mb, kt
 
 
 def int8_launch(m: int, n: int, k4: int) -> dict[str, Dim3]:
@@ -151,33 +161,109 @@ def sparse_conv2d(x: torch.Tensor, packed: CsrConv2dWeight, bias: Any = None, *,
     return y
 
 
-def lowbit_linear(x: torch.Tensor, packed: LowBitWeight, bias: Any = None) -> torch.Tensor:
-    """``x [..., K] @ W^T (+ bias)`` with W packed at 8/4/2/1 bits; fp32/fp16 in and out, CUDA.
+LOWBIT_ARGS = "PPPPPiiii"  # (x, w, scales, bias, y, M, N, kvec, kt)
 
-    Uses the one-warp-per-row GEMV kernel when ``x`` has one row, the 4-rows-per-warp kernel
-    otherwise.
+
+def launch(file: str, entry: str, arg_format: str, grid: Dim3, block: Dim3, *args: int | float) -> None:
+    """Launch a prepared entry point on the shared stream, ordered with torch's current stream.
+
+    Pointers are ints (``tensor.data_ptr()``, 0 for NULL). Under :func:`kernel_stream` (torch's
+    current stream is the shared one) this is one ``prepared_async_call``; under another torch
+    stream the shared stream first waits for it and it then waits for the kernel (events, no host
+    sync), so the caching allocator's stream-ordered reuse stays safe.
+    """
+    fn = prepared_function(file, entry, arg_format)
+    pstream, tstream = shared_stream()
+    torch = _torch()
+    cur = torch.cuda.current_stream()
+    if cur.cuda_stream == tstream.cuda_stream:
+        fn.prepared_async_call(grid, block, pstream, *args)
+        return
+    tstream.wait_stream(cur)
+    fn.prepared_async_call(grid, block, pstream, *args)
+    cur.wait_stream(tstream)
+
+
+def kernel_stream() -> Any:
+    """``torch.cuda.stream(...)`` context over the kernels' shared stream: torch and the kernels on one
+    stream, no joins per launch (the fast path; also the stream to capture CUDA graphs on).
 
     Example:
-        >>> y = lowbit_linear(x, pack_lowbit(linear.weight, bits=1))   # binary weights
+        >>> with kernel_stream():
+        ...     y = model(x)
     """
-    torch = _torch()
-    x = _check_input(x, (torch.float32, torch.float16), "lowbit_linear")
-    k, n = packed.in_features, packed.out_features
-    if x.shape[-1] != k:
-        raise KernelError(f"lowbit_linear: input has {x.shape[-1]} features, the weight expects {k}")
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, k)
-    m = x2.shape[0]
-    dev = x.device
-    words, scales = _dev(packed.words, torch.int32, dev), _dev(packed.scales, torch.float32, dev)
-    b = None if bias is None else _dev(bias, torch.float32, dev)
-    y = torch.empty((m, n), dtype=x.dtype, device=dev)
-    if m and n:
-        file, entry, grid, block = lowbit_launch(m, n, packed.bits, half=x.dtype == torch.float16)
-        with _on_default_stream(x2, words, scales, b, y):
-            get_function(file, entry)(x2, words, scales, _ptr(b), y, np.int32(m), np.int32(n), np.int32(k),
-                                      np.int32(packed.words_per_row), grid=grid, block=block)
-    return y.reshape(*lead, n)
+    return _torch().cuda.stream(shared_stream()[1])
+
+
+class LowBitGemv:
+    """Device-resident ``gemv`` weights with their pointers cached: ``__call__(x) -> y`` launches directly.
+
+    Built once (by :class:`~edgec.kernels.modules.LowBitLinear` or here from a packed weight); per call
+    it only checks ``x``, allocates ``y`` and launches (no weight conversion, no
+    ``__cuda_array_interface__``).
+
+    Example:
+        >>> k = LowBitGemv(repack_gemv(pack_lowbit(w, 4)), bias, device="cuda")
+        >>> y = k(x)          # x [..., K] fp16/fp32 CUDA -> y [..., N]
+    """
+
+    def __init__(self, packed: GemvWeight | LowBitWeight, bias: Any = None, device: Any = "cuda"):
+        torch = _torch()
+        g = packed if isinstance(packed, GemvWeight) else repack_gemv(packed)
+        self.bits, self.k, self.n = g.bits, g.in_features, g.out_features
+        self.kvec, self.kp = g.kvec, g.padded_in_features
+        self.words = _dev(g.words, torch.int32, device)
+        self.scales = _dev(g.scales, torch.float32, device)
+        self.bias = None if bias is None else _dev(bias, torch.float32, device)
+        self._ptrs = (self.words.data_ptr(), self.scales.data_ptr(), 0 if self.bias is None else self.bias.data_ptr())
+        self._plans: dict[tuple[int, bool], tuple[str, Dim3, Dim3, int]] = {}
+
+    def plan(self, m: int, half: bool) -> tuple[str, Dim3, Dim3, int]:
+        """``(entry, grid, block, kt)`` for ``m`` rows of x (cached per (m, dtype))."""
+        key = (m, half)
+        if key not in self._plans:
+            entry, grid, block, _, kt = lowbit_launch(m, self.n, self.kvec, self.bits, half)
+            self._plans[key] = (entry, grid, block, kt)
+        return self._plans[key]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        torch = _torch()
+        x = _check_input(x, (torch.float32, torch.float16), "lowbit_linear")
+        if x.shape[-1] != self.k:
+            raise KernelError(f"lowbit_linear: input has {x.shape[-1]} features, the weight expects {self.k}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.k)
+        if self.kp != self.k:  # rows zero-padded to whole 128-bit weight vectors
+            x2 = torch.nn.functional.pad(x2, (0, self.kp - self.k))
+        elif x2.data_ptr() % 16:  # 128-bit loads need 16-byte aligned rows
+            x2 = x2.clone()
+        m = x2.shape[0]
+        y = torch.empty((m, self.n), dtype=x.dtype, device=x.device)
+        if m and self.n:
+            entry, grid, block, kt = self.plan(m, x.dtype == torch.float16)
+            w, s, b = self._ptrs
+            launch("lowbit_batched_gemv", entry, LOWBIT_ARGS, grid, block,
+                   x2.data_ptr(), w, s, b, y.data_ptr(), m, self.n, self.kvec, kt)
+        return y.reshape(*lead, self.n)
+
+
+def lowbit_linear(x: torch.Tensor, packed: GemvWeight | LowBitWeight | LowBitGemv, bias: Any = None) -> torch.Tensor:
+    """``x [..., K] @ W^T (+ bias)`` with W at 8/4/2/1 bits; fp32/fp16 in and out, CUDA.
+
+    ``packed`` is best a :class:`LowBitGemv` (built once; ``bias`` is then its own); a
+    :class:`GemvWeight` or :class:`LowBitWeight` is repacked and copied to the GPU on every call.
+    fp16 x: HFMA2 with fp32 accumulation per 32-bit weight word; fp32 x: fp32 throughout.
+
+    Example:
+        >>> y = lowbit_linear(x, LowBitGemv(pack_lowbit(linear.weight, bits=1), linear.bias))
+    """
+    if isinstance(packed, LowBitGemv):
+        if bias is not None:
+            raise KernelError("lowbit_linear: a LowBitGemv carries its own bias", hint="pass bias when building it")
+        return packed(x)
+    if not getattr(x, "is_cuda", False):
+        _check_input(x, (), "lowbit_linear")  # raises the CUDA-tensor error
+    return LowBitGemv(packed, bias, device=x.device)(x)
 
 
 def int8_linear(x: torch.Tensor, packed: Int8Weight, x_scale: float, bias: Any = None) -> torch.Tensor:

@@ -19,6 +19,9 @@ a row may be empty (that output channel is just its bias).
   little-endian bytes of the int8 row).
 - ``scales`` float32 ``[N]``: one per output channel.
 
+**Low-bit "gemv" weights** (:class:`GemvWeight`, for ``lowbit_batched_gemv.cu``): the same codes
+re-laid for 128-bit loads and LOP3 dequantization; :func:`repack_gemv` is its spec.
+
 **INT8 weights** (:class:`Int8Weight`, for ``int8_gemm_dp4a.cu``): symmetric per-output-channel
 ``W ~= scales[o] * q[o, k]``, ``q`` int8 in [-127, 127] (never -128, so products stay symmetric),
 ``q`` stored ``[N, K4]`` with ``K4 = ceil(K/4)*4``, zero-padded so each row is whole int32 words for
@@ -283,6 +286,88 @@ def lowbit_linear_reference(x: Any, packed: LowBitWeight, bias: Any = None) -> n
     if bias is not None:
         y = y + _np(bias, np.float64)
     return y.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- low-bit "gemv" format
+GEMV_ROW_PAD = 16  # LBG_ROW_PAD in kernels/lowbit_batched_gemv.cuh: rows are padded to a multiple of it
+
+
+@dataclass(frozen=True)
+class GemvWeight:
+    """A :class:`LowBitWeight` repacked for ``kernels/lowbit_batched_gemv.cu`` (see :func:`repack_gemv`)."""
+
+    words: np.ndarray   # uint32 [NP, kvec * 4]: NP = N rounded up to GEMV_ROW_PAD, 4 words per 128-bit vector
+    scales: np.ndarray  # float32 [N]
+    bits: int
+    in_features: int    # K
+    out_features: int   # N
+
+    @property
+    def weights_per_vector(self) -> int:
+        """WPV: weights per 128-bit vector (``128 // bits``)."""
+        return 128 // self.bits
+
+    @property
+    def kvec(self) -> int:
+        """128-bit vectors per row: ``ceil(K / WPV)``."""
+        return int(self.words.shape[1]) // 4
+
+    @property
+    def padded_in_features(self) -> int:
+        """KP = ``kvec * WPV``: the row length x must be zero-padded to."""
+        return self.kvec * self.weights_per_vector
+
+
+def _gemv_shifts(bits: int) -> np.ndarray:
+    """Bit offset of element e (0 .. 32/bits - 1) of a word: even e in the low half, odd e in the high."""
+    e = np.arange(32 // bits, dtype=np.uint32)
+    return ((e % 2) * 16 + bits * (e // 2)).astype(np.uint32)
+
+
+def repack_gemv(packed: LowBitWeight) -> GemvWeight:
+    """The ``gemv`` format of the batched low-bit kernels (its exact spec; the kernel header points here).
+
+    - Rows ``o < N`` of ``words`` (uint32 ``[NP, kvec*4]``, ``NP = ceil(N/16)*16``, extra rows
+      unused): ``kvec = ceil(K / WPV)`` 128-bit vectors of ``WPV = 128 // bits`` weights; word ``j``
+      (0..3) of vector ``v`` holds ``EPW = 32 // bits`` weights from ``k0 = v*WPV + j*EPW``.
+    - Inside a word, element ``e`` (``k = k0 + e``) sits at bit ``16*(e % 2) + bits*(e // 2)``: even
+      ``k`` in the low 16 bits, odd ``k`` in the high 16 bits, so field ``p`` of the two halves is the
+      pair ``(k0+2p, k0+2p+1)``, one ``half2`` after dequantization.
+    - bits 8/4/2: offset binary ``u = q + 2**(bits-1)``; bits 1: 1 for ``q = +1``, 0 for ``q = -1``.
+      Past ``K`` (and in the extra rows) ``q = 0`` (1 bit: field 0); x is zero-padded there anyway.
+    - ``scales`` float32 ``[N]`` as in :class:`LowBitWeight`.
+
+    Example:
+        >>> g = repack_gemv(pack_lowbit(w, bits=4))          # w [4096, 4096]
+        >>> g.words.shape, g.kvec
+        ((4096, 512), 128)
+    """
+    bits, k, n = packed.bits, packed.in_features, packed.out_features
+    q = unpack_lowbit_codes(packed).astype(np.int64)
+    wpv, epw = 128 // bits, 32 // bits
+    kvec = -(-k // wpv)
+    rows = -(-n // GEMV_ROW_PAD) * GEMV_ROW_PAD
+    codes = np.zeros((rows, kvec * wpv), np.int64)
+    codes[:n, :k] = q
+    fields = (codes > 0) if bits == 1 else codes + (1 << (bits - 1))
+    fields = fields.astype(np.uint32).reshape(rows, kvec * 4, epw)
+    words = np.bitwise_or.reduce(fields << _gemv_shifts(bits)[None, None, :], axis=2).astype(np.uint32)
+    return GemvWeight(words=words, scales=_np(packed.scales).reshape(n), bits=bits, in_features=k, out_features=n)
+
+
+def unpack_gemv_codes(g: GemvWeight) -> np.ndarray:
+    """The integer codes ``q`` int8 ``[N, K]`` of a :class:`GemvWeight` (inverse of :func:`repack_gemv`)."""
+    bits, epw = g.bits, 32 // g.bits
+    words = _np(g.words, np.int64).astype(np.uint32)[: g.out_features]
+    fields = (words[:, :, None] >> _gemv_shifts(bits)[None, None, :]) & np.uint32((1 << bits) - 1)
+    fields = fields.reshape(g.out_features, -1)[:, : g.in_features].astype(np.int64)
+    q = np.where(fields == 1, 1, -1) if bits == 1 else fields - (1 << (bits - 1))
+    return q.astype(np.int8)
+
+
+def dequantize_gemv(g: GemvWeight) -> np.ndarray:
+    """Float32 ``[N, K]`` weight ``scales[:, None] * q`` of a :class:`GemvWeight`."""
+    return (unpack_gemv_codes(g).astype(np.float32) * _np(g.scales)[:, None]).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- INT8 (W8A8)

@@ -18,7 +18,7 @@ def test_kernels_check_json_rows():
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     names = {row["kernel"] for row in rows}
-    assert {"int8_gemm_dp4a", "lowbit_gemv_f32_b1"} <= names
+    assert {"int8_gemm_dp4a", "lbgemv_f16_w4_m1"} <= names
     assert all(row["arch"] == "sm_87" and row["ok"] and row["spills"] == 0 for row in rows)
 
 

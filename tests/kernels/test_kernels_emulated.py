@@ -14,7 +14,7 @@ import pytest
 
 from edgec.kernels.ops import int8_launch, lowbit_launch, sparse_conv2d_launch
 from edgec.kernels.packing import (CsrConv2dWeight, conv2d_output_size, int8_linear_reference, pack_csr_conv2d,
-                                   pack_lowbit, padded_k, quantize_int8_activation, quantize_int8_weight,
+                                   pack_lowbit, padded_k, quantize_int8_activation, quantize_int8_weight, repack_gemv,
                                    sparse_conv2d_reference, unpack_lowbit_codes)
 
 
@@ -78,8 +78,9 @@ def test_sparse_conv2d_csr_matches_reference(emu, case, dtype):
         assert not y.any()
 
 
-# (M, N, K): M = 1 takes the GEMV kernel, M > 1 the small-batch one
-LOWBIT_SHAPES = [(1, 7, 100), (1, 13, 257), (1, 4, 1), (2, 5, 33), (5, 9, 200), (9, 6, 64)]
+# (M, N, K): K tails inside a 128-bit vector, 1 / 2 / 4 warps per row group (kt 32 / 64 / 128),
+# rows past N in the last block, M past the block's rows (masked), several blocks along y
+LOWBIT_SHAPES = [(1, 7, 100), (1, 13, 257), (1, 4, 1), (2, 5, 33), (3, 9, 1100), (5, 6, 64), (9, 20, 2100)]
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2, 1])
@@ -88,10 +89,19 @@ def test_lowbit_kernels_match_reference(emu, bits, shape):
     _run_lowbit(emu, bits, shape, "f32", with_bias=shape[0] % 2 == 1)
 
 
-@pytest.mark.parametrize("bits", [4, 1])
-@pytest.mark.parametrize("shape", [(1, 6, 70), (3, 5, 45)], ids=["gemv", "smallbatch"])
+@pytest.mark.parametrize("bits", [8, 4, 2, 1])
+@pytest.mark.parametrize("shape", [(1, 6, 70), (3, 5, 45), (1, 17, 4100), (6, 9, 300)],
+                         ids=["gemv", "m4", "kt128", "m8"])
 def test_lowbit_kernels_fp16_activations(emu, bits, shape):
     _run_lowbit(emu, bits, shape, "f16", with_bias=True)
+
+
+def test_lowbit_launch_shapes():
+    assert lowbit_launch(1, 4096, 128, 4, half=True) == ("lbgemv_f16_w4_m1", (1024, 1, 1), (128, 1, 1), 1, 128)
+    assert lowbit_launch(1, 11008, 32, 1, half=True)[1:] == ((688, 1, 1), (128, 1, 1), 1, 32)  # 16 rows / block
+    assert lowbit_launch(3, 10, 64, 8)[0] == "lbgemv_f32_w8_m4" and lowbit_launch(3, 10, 64, 8)[4] == 64
+    assert lowbit_launch(16, 10, 8, 4)[1:4] == ((1, 2, 1), (128, 1, 1), 8)
+    assert lowbit_launch(6, 10, 8, 2, half=True)[0] == "lbgemv_f16_w2_m4"  # no f16 2-bit MB = 8
 
 
 def _run_lowbit(emu, bits, shape, dtype, with_bias):
@@ -100,22 +110,25 @@ def _run_lowbit(emu, bits, shape, dtype, with_bias):
     w = rng.standard_normal((n, k)).astype(np.float32)
     w[n // 2] = 0.0  # an all-zero output channel: scale 0 (bits >= 2) / alpha 0 (1 bit)
     packed = pack_lowbit(w, bits)
+    g = repack_gemv(packed)
     x = rng.standard_normal((m, k)).astype(np.float32)
     if dtype == "f16":
         x = x.astype(np.float16).astype(np.float32)
+    xp = np.zeros((m, g.padded_in_features), np.float32)
+    xp[:, :k] = x  # the zero padding ops adds
     bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
-    file, entry, grid, block = lowbit_launch(m, n, bits, half=dtype == "f16")
-    assert file == ("lowbit_gemv" if m == 1 else "lowbit_gemm_smallbatch")
-    inputs = {"x": x.astype(np.float16) if dtype == "f16" else x, "words": packed.words, "scales": packed.scales}
+    entry, grid, block, mb, kt = lowbit_launch(m, n, g.kvec, bits, half=dtype == "f16")
+    inputs = {"x": xp.astype(np.float16) if dtype == "f16" else xp, "words": g.words, "scales": g.scales}
     if bias is not None:
         inputs["bias"] = bias
     out_dtype = np.float16 if dtype == "f16" else np.float32
-    y = emu.run("lowbit", entry, inputs, {"y": (out_dtype, m * n)}, M=m, N=n, K=k, wpr=packed.words_per_row,
-                has_bias=int(bias is not None), grid=grid, block=block)["y"].astype(np.float32).reshape(m, n)
+    y = emu.run("lowbit", entry, inputs, {"y": (out_dtype, m * n)}, M=m, N=n, NP=g.words.shape[0], kvec=g.kvec,
+                kt=kt, has_bias=int(bias is not None), grid=grid, block=block)["y"].astype(np.float32).reshape(m, n)
     q = unpack_lowbit_codes(packed).astype(np.float64)
     ref = (x.astype(np.float64) @ q.T) * packed.scales + (0 if bias is None else bias)
     bound = (np.abs(x) @ np.abs(q).T) * packed.scales + (0 if bias is None else np.abs(bias))
-    tol = 2e-6 * bound + 1e-6 + (1e-3 * np.abs(ref) if dtype == "f16" else 0)
+    # fp16: products and sums of <= 16 terms in fp16 (HFMA2), then fp32; fp16 output rounding
+    tol = (2e-6 * bound + 1e-6) if dtype == "f32" else (2e-3 * bound + 1e-3 * np.abs(ref) + 1e-3)
     assert np.all(np.abs(y - ref) <= tol), f"max error {np.abs(y - ref).max()}"
     np.testing.assert_allclose(y[:, n // 2], 0.0 if bias is None else bias[n // 2], rtol=1e-3)
 

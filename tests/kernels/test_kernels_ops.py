@@ -23,7 +23,7 @@ from edgec.kernels import ops
 from edgec.kernels.loader import kernel_dir
 from edgec.kernels.packing import pack_csr_conv2d, pack_lowbit, quantize_int8_weight
 
-SIGNATURE = re.compile(r'extern\s+"C"\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)')
+SIGNATURE = re.compile(r'extern\s+"C"\s+void\s+(?:__launch_bounds__\s*\((?:[^()]|\([^()]*\))*\)\s*)?(\w+)\s*\(([^)]*)\)')
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,17 +87,42 @@ def test_sparse_conv2d_arguments(fake_gpu):
     assert fake_gpu[-1][0] == "sparse_conv2d_csr_f16" and fake_gpu[-1][1][4] == np.uintp(0)
 
 
+@pytest.fixture
+def fake_launch(monkeypatch):
+    """Replaces ops.launch: checks the prepare() format against the C signature and the arguments' types."""
+    calls: list = []
+
+    def launch(file, entry, arg_format, grid, block, *args):
+        kinds = signatures(file)[entry]
+        assert arg_format == "".join({"ptr": "P", "int": "i", "float": "f"}[k] for k in kinds), (entry, arg_format)
+        assert len(args) == len(kinds)
+        for a, letter in zip(args, arg_format):
+            assert type(a) is (float if letter == "f" else int), (entry, a, letter)
+        assert len(grid) == 3 and len(block) == 3 and all(isinstance(g, int) and g > 0 for g in grid + block)
+        calls.append((entry, args, grid, block))
+
+    monkeypatch.setattr(ops, "launch", launch)
+    monkeypatch.setattr(ops, "_check_input", lambda x, dtypes, what: x.detach().contiguous())
+    return calls
+
+
 @pytest.mark.parametrize("bits", [8, 4, 2, 1])
-def test_lowbit_linear_arguments(fake_gpu, bits):
+def test_lowbit_linear_arguments(fake_launch, bits):
     p = pack_lowbit(np.random.default_rng(bits).standard_normal((10, 70)), bits)
-    y = ops.lowbit_linear(torch.randn(1, 70), p)
-    entry, args, grid, block = fake_gpu[-1]
-    assert entry == f"lowbit_gemv_f32_b{bits}" and grid == (3, 1, 1) and block == (128, 1, 1) and y.shape == (1, 10)
-    assert [int(a) for a in args[5:]] == [1, 10, 70, p.words_per_row]
-    y = ops.lowbit_linear(torch.randn(2, 3, 70).half(), p, torch.zeros(10))
-    entry, args, grid, _ = fake_gpu[-1]
-    assert entry == f"lowbit_gemm_f16_b{bits}" and grid == (3, 2, 1) and y.shape == (2, 3, 10)
-    assert args[0].shape == (6, 70) and int(args[5]) == 6
+    kernel = ops.LowBitGemv(p, device="cpu")  # CPU tensors stand in for device memory here
+    y = kernel(torch.randn(1, 70))
+    entry, args, grid, block = fake_launch[-1]
+    kvec = -(-70 // (128 // bits))
+    assert entry == f"lbgemv_f32_w{bits}_m1" and grid == (1, 1, 1) and block == (128, 1, 1) and y.shape == (1, 10)
+    assert list(args[5:]) == [1, 10, kvec, 32] and args[3] == 0  # no bias: NULL
+    assert args[1] == kernel.words.data_ptr() and args[2] == kernel.scales.data_ptr() and args[4] == y.data_ptr()
+    kernel = ops.LowBitGemv(p, torch.zeros(10), device="cpu")
+    y = kernel(torch.randn(2, 3, 70).half())
+    entry, args, grid, _ = fake_launch[-1]
+    mb = 4 if bits == 2 else 8  # f16 2-bit has no MB = 8 entry: two blocks along y
+    assert entry == f"lbgemv_f16_w{bits}_m{mb}" and grid == (1, 6 // mb + (6 % mb > 0), 1) and y.shape == (2, 3, 10)
+    assert args[4] == y.data_ptr() and args[5] == 6 and args[3] == kernel.bias.data_ptr()
+    assert kernel.words.shape == (16, 4 * kvec)  # rows padded to 16
 
 
 def test_int8_linear_arguments(fake_gpu):
@@ -113,9 +138,9 @@ def test_int8_linear_arguments(fake_gpu):
         ops.int8_linear(torch.randn(3, 30), p, 0.0)
 
 
-def test_shape_errors_are_edgec_errors(fake_gpu):
+def test_shape_errors_are_edgec_errors(fake_gpu, fake_launch):
     with pytest.raises(ops.KernelError, match="features"):
-        ops.lowbit_linear(torch.randn(1, 7), pack_lowbit(np.ones((2, 8)), 4))
+        ops.LowBitGemv(pack_lowbit(np.ones((2, 8)), 4), device="cpu")(torch.randn(1, 7))
     with pytest.raises(ops.KernelError, match=r"\[N, 3, H, W\]"):
         ops.sparse_conv2d(torch.randn(1, 4, 8, 8), pack_csr_conv2d(np.ones((2, 3, 3, 3))))
 

@@ -11,7 +11,8 @@ from edgec.errors import EdgecError
 from edgec.kernels.packing import (PackingError, dequantize_int8, dequantize_lowbit, int8_activation_scale,
                                    int8_linear_reference, lowbit_linear_reference, pack_csr_conv2d, pack_lowbit,
                                    pack_lowbit_codes, quantize_int8_activation, quantize_int8_weight, quantize_lowbit,
-                                   sparse_conv2d_reference, unpack_csr_conv2d, unpack_lowbit_codes, words_per_row)
+                                   repack_gemv, sparse_conv2d_reference, unpack_csr_conv2d, unpack_gemv_codes,
+                                   unpack_lowbit_codes, words_per_row)
 
 
 def test_csr_round_trip_and_layout():
@@ -92,6 +93,33 @@ def test_lowbit_round_trip(bits, k):
         assert np.all(np.abs(dequantize_lowbit(p) - w) <= s[:, None] / 2 + 1e-6)
     # packing the unpacked codes gives the same words
     np.testing.assert_array_equal(pack_lowbit_codes(unpack_lowbit_codes(p), p.scales, bits).words, p.words)
+
+
+def test_gemv_layout_is_even_odd_interleaved_offset_binary():
+    # one row, K = 8 at 4 bits: codes 1..7, -7 -> offset binary u = q + 8
+    q = np.array([[1, 2, 3, 4, 5, 6, 7, -7]], np.int8)
+    g = repack_gemv(pack_lowbit_codes(q, np.ones(1, np.float32), 4))
+    assert g.words.dtype == np.uint32 and g.words.shape == (16, 4) and g.kvec == 1 and g.padded_in_features == 32
+    u = q[0].astype(np.uint32) + 8
+    # even k in the low 16 bits (nibbles k0, k2, k4, k6), odd k in the high 16 bits (k1, k3, k5, k7)
+    expected = sum(int(u[2 * p]) << (4 * p) | int(u[2 * p + 1]) << (16 + 4 * p) for p in range(4))
+    assert int(g.words[0, 0]) == expected
+    assert list(g.words[0, 1:]) == [0x88888888] * 3  # K padding: q = 0
+    # 8 bits: bytes (k0, k2) low, (k1, k3) high; 1 bit: bit p = k 2p, bit 16 + p = k 2p + 1
+    g8 = repack_gemv(pack_lowbit_codes(np.array([[1, -2, 3, -4]], np.int8), np.ones(1, np.float32), 8))
+    assert int(g8.words[0, 0]) == (129 | 131 << 8 | 126 << 16 | 124 << 24)
+    g1 = repack_gemv(pack_lowbit_codes(np.array([[1, -1, -1, 1]], np.int8), np.ones(1, np.float32), 1))
+    assert int(g1.words[0, 0]) == (1 << 0 | 0 << 1 | 0 << 16 | 1 << 17)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2, 1])
+@pytest.mark.parametrize("n,k", [(1, 1), (7, 100), (16, 128), (33, 1000)])
+def test_gemv_round_trip(bits, n, k):
+    p = pack_lowbit(np.random.default_rng(n * k + bits).standard_normal((n, k)), bits)
+    g = repack_gemv(p)
+    assert g.words.shape == (-(-n // 16) * 16, 4 * -(-k // (128 // bits)))
+    np.testing.assert_array_equal(unpack_gemv_codes(g), unpack_lowbit_codes(p))
+    np.testing.assert_array_equal(g.scales, p.scales)
 
 
 def test_lowbit_rejects_bad_codes_and_widths():
