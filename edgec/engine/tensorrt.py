@@ -7,8 +7,8 @@ compares enum integers (they were renumbered in 11):
 =====================  ===========================================  ======================================
 TensorRT               network                                      precision
 =====================  ===========================================  ======================================
-11 (no BuilderFlag.    strongly typed (``STRONGLY_TYPED`` creation  from the ONNX tensor types only; FP16
-INT8)                  flag where it still exists)                  for the float parts = an ONNX converted
+11 (no BuilderFlag.    strongly typed (always; its deprecated       from the ONNX tensor types only; FP16
+INT8)                  ``STRONGLY_TYPED`` flag is not passed)       for the float parts = an ONNX converted
                                                                     to mixed precision (``engine.fp16``)
 10, default            weakly typed                                 ``BuilderFlag.INT8`` for a QDQ model
                                                                     (+ ``FP16`` with ``engine.fp16``)
@@ -205,8 +205,8 @@ def build_engine(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
     source = fp16_onnx(src, out / f"{src.stem}.fp16.onnx") if plan["fp16_onnx"] else src
     sparse = sparse_24_layers(model)
 
-    flags = 0
-    if plan["strongly_typed"] and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+    flags = 0  # TensorRT 11: every network is strongly typed; its STRONGLY_TYPED flag is deprecated and ignored
+    if plan["strongly_typed"] and plan["api"] == "10" and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     elif plan["strongly_typed"] and plan["api"] == "10":
         raise EdgecError(f"engine.strongly_typed needs TensorRT >= 9.1 (this is {trt.__version__})",
