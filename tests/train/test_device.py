@@ -60,6 +60,43 @@ def test_a_gpu_index_that_does_not_exist(monkeypatch):
         distributed.device("gpu")
 
 
+class _FakeGroup:
+    """Stands in for an open process group (only its backend and rank are read)."""
+
+    def __init__(self, backend: str):
+        self.backend = backend
+
+    def get_backend(self) -> str:
+        return self.backend
+
+    def get_rank(self) -> int:
+        return 1
+
+    def get_world_size(self) -> int:
+        return 2
+
+
+def test_under_torchrun_nccl_each_rank_trains_on_its_local_gpu(monkeypatch):
+    _fake_gpus(monkeypatch, 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed, "_dist", lambda: _FakeGroup("nccl"))
+    assert distributed.device("auto") == distributed.device("cuda") == distributed.device("cuda:1") \
+        == torch.device("cuda", 1)
+    with pytest.raises(RecipeError, match="NCCL") as info:
+        distributed.device("cpu")
+    assert "EDGEC_DIST_BACKEND=gloo" in info.value.hint
+    with pytest.raises(RecipeError, match="LOCAL_RANK GPU cuda:1"):
+        distributed.device("cuda:0")
+
+
+def test_under_torchrun_gloo_ranks_train_on_cpus(monkeypatch):
+    _fake_gpus(monkeypatch, 2)
+    monkeypatch.setattr(distributed, "_dist", lambda: _FakeGroup("gloo"))
+    assert distributed.device("auto") == distributed.device("cpu") == torch.device("cpu")
+    with pytest.raises(RecipeError, match="gloo process group"):
+        distributed.device("cuda")
+
+
 def test_cpu_builds_keep_their_cache_keys(monkeypatch, tmp_path):
     """On the CPU the device adds nothing to a stage config, so CPU users' caches stay valid."""
     from edgec.pipeline import BuildContext
