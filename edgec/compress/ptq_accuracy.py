@@ -50,14 +50,39 @@ def reference_logits(path: str | Path, x: np.ndarray, batch_size: int = 512) -> 
     return np.concatenate([sess.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)])
 
 
+_PASS_THROUGH = ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity")
+
+
 def quantized_layers(path: str | Path) -> list[str]:
-    """Names of the Conv/Gemm/MatMul nodes of a QDQ model that take a dequantized input, in graph order."""
+    """Names of the Conv/Gemm/MatMul nodes of a QDQ model whose weight is dequantized, in graph order."""
     import onnx
 
     model = onnx.load(str(path))
     dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     return [n.name for n in model.graph.node
-            if n.op_type in ("Conv", "Gemm", "MatMul") and n.name and any(i in dq_out for i in n.input)]
+            if n.op_type in ("Conv", "Gemm", "MatMul") and n.name and len(n.input) > 1 and n.input[1] in dq_out]
+
+
+def _float_nodes(fp32_onnx: Path, layers: list[str]) -> list[str]:
+    """``layers`` plus the shape-only nodes (Flatten, Reshape, ...) that feed nothing else: excluding
+    those as well keeps ONNX Runtime from putting a Q/DQ pair on a float layer's input."""
+    import onnx
+
+    model = onnx.load(str(fp32_onnx))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.name)
+    out, todo = list(layers), [n for n in model.graph.node if n.name in layers]
+    while todo:
+        node = todo.pop()
+        src = producer.get(node.input[0]) if node.input else None
+        if (src is not None and src.op_type in _PASS_THROUGH and src.name and src.name not in out
+                and all(c in out for c in consumers.get(src.output[0], []))):
+            out.append(src.name)
+            todo.append(src)
+    return out
 
 
 def _score(path: Path, x: np.ndarray, y: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
@@ -73,7 +98,7 @@ def quantize_within_budget(fp32_onnx: str | Path, out_path: str | Path, calibrat
 
     Returns ``fp32_val_accuracy``, ``val_accuracy``, ``float_layers`` (left in float, most sensitive
     first), ``steps`` (the float layers and validation accuracy of every file tried) and
-    ``sensitivity`` (the ranking, when it ran). Raises :class:`VerificationFailed` (nothing written)
+    ``sensitivity`` (the ranking, when it ran). At least one layer stays INT8. Raises :class:`VerificationFailed` (nothing written)
     when the budget cannot be met with ``max_float_layers`` layers in float.
     """
     from edgec.compress.quantize import quantize_qdq
@@ -88,7 +113,8 @@ def quantize_within_budget(fp32_onnx: str | Path, out_path: str | Path, calibrat
         work = Path(tmp)
 
         def attempt(exclude: list[str], name: str) -> tuple[Path, float, float]:
-            path = quantize_qdq(fp32_onnx, work / name, calibration_x, nodes_to_exclude=exclude, **quantize_options)
+            path = quantize_qdq(fp32_onnx, work / name, calibration_x,
+                                nodes_to_exclude=_float_nodes(fp32_onnx, exclude), **quantize_options)
             acc, mse = _score(path, val_x, val_y, ref)
             return path, acc, mse
 
@@ -104,7 +130,7 @@ def quantize_within_budget(fp32_onnx: str | Path, out_path: str | Path, calibrat
                 ranking.append({"layer": layer, "val_accuracy": a, "logits_mse": m})
             ranking.sort(key=lambda r: (-r["val_accuracy"], r["logits_mse"], r["layer"]))
             result["sensitivity"] = ranking
-            for k in range(1, min(max_float_layers, len(layers)) + 1):
+            for k in range(1, min(max_float_layers, len(layers) - 1) + 1):  # one layer at least stays INT8
                 exclude = [r["layer"] for r in ranking[:k]]
                 best, acc, mse = attempt(exclude, f"float-{k}.onnx")
                 steps.append({"float_layers": exclude, "val_accuracy": acc, "logits_mse": mse})
@@ -117,7 +143,8 @@ def quantize_within_budget(fp32_onnx: str | Path, out_path: str | Path, calibrat
             raise VerificationFailed(
                 f"INT8 misses quantize.accuracy_budget: validation accuracy {acc:.4f} vs FP32 {fp32_acc:.4f} "
                 f"(drop {(fp32_acc - acc) * 100:.2f} points > {budget_points:.2f}) with up to "
-                f"{max_float_layers} layers kept in float; tried (float layers -> val accuracy): {tried}",
+                f"{len(steps[-1]['float_layers'])} layers kept in float (quantize.max_float_layers "
+                f"{max_float_layers}; one layer at least stays INT8); tried (float layers -> val accuracy): {tried}",
                 hint="use quantize.method: qat (quantization-aware training), or raise quantize.max_float_layers "
                      "or quantize.accuracy_budget, or try another quantize.calibration.method")
         with atomic_path(out) as tmp_out:

@@ -54,3 +54,32 @@ def test_method_names():
     with pytest.raises(RecipeError, match="unknown calibration method 'entropi'") as info:
         calibration_method("entropi")
     assert "did you mean 'entropy'?" in info.value.hint
+
+
+def test_methods_give_different_ranges_on_a_heavy_tailed_activation(tmp_path):
+    """Rare large values (0.1% of elements at 40 sigma): min-max keeps them, percentile and entropy clip them,
+    and the three ranges differ (the issue saw identical INT8 accuracy for all three: saturation, not calibration)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from torch import nn
+
+    from edgec.compress.quantize import quantize_qdq
+    from edgec.export.onnx import export_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    fp32 = export_onnx(model, (1, 8, 8), tmp_path / "m.onnx", exporter="torchscript")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 1, 8, 8)).astype(np.float32)
+    spikes = rng.random(x.shape) < 0.001
+    x[spikes] = 40.0
+    ranges = {}
+    for method in ("minmax", "percentile", "entropy"):
+        q = onnx.load(str(quantize_qdq(fp32, tmp_path / f"{method}.onnx", x, method=method, percentile=99.9)))
+        scales = {t.name: float(numpy_helper.to_array(t)) for t in q.graph.initializer
+                  if t.name.endswith("_scale") and not t.dims}
+        ranges[method] = scales["input_scale"] * 127  # the heavy-tailed tensor: the model's input
+    assert ranges["minmax"] == pytest.approx(40.0, rel=0.01)  # the spikes set min-max's range
+    assert ranges["percentile"] < 0.5 * ranges["minmax"] and ranges["entropy"] < 0.5 * ranges["minmax"]  # both clip
+    assert abs(ranges["percentile"] - ranges["entropy"]) > 0.01 * ranges["minmax"]  # and not alike
