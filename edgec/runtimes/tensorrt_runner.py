@@ -34,7 +34,7 @@ import numpy as np
 from edgec.errors import EdgecError, ModelError
 from edgec.runtimes.base import Runner, TensorSpec, prepare_feeds
 
-__all__ = ["TensorRTRunner", "check_profile", "deserialize_engine"]
+__all__ = ["TensorRTRunner", "check_profile", "deserialize_engine", "static_batch_chunks"]
 
 
 def check_profile(name: str, shape: tuple[int, ...], profile: list[tuple[int, ...]] | None) -> None:
@@ -76,6 +76,25 @@ def deserialize_engine(trt: Any, data: bytes, manifest: dict[str, Any], path: Pa
         raise ModelError(f"TensorRT could not deserialize {path}" + tensorrt_said(logger, mark),
                          hint="see TensorRT's message above; rebuild the engine on this machine")
     return runtime, engine
+
+
+def static_batch_chunks(feeds: dict[str, np.ndarray], batch: int) -> list[tuple[dict[str, np.ndarray], int]]:
+    """Split ``feeds`` (one batch dimension first) into chunks of exactly ``batch`` rows, zero-padding the
+    last; returns ``(chunk, valid rows)`` pairs. For engines with a static batch (DLA).
+
+    Example:
+        >>> [valid for _, valid in static_batch_chunks({"x": np.ones((10, 3))}, 4)]
+        [4, 4, 2]
+    """
+    n = next(iter(feeds.values())).shape[0]
+    chunks = []
+    for start in range(0, n, batch):
+        part = {k: v[start:start + batch] for k, v in feeds.items()}
+        valid = next(iter(part.values())).shape[0]
+        if valid < batch:
+            part = {k: np.concatenate([v, np.zeros((batch - valid, *v.shape[1:]), v.dtype)]) for k, v in part.items()}
+        chunks.append((part, valid))
+    return chunks
 
 
 def _spec_shape(dims: Any) -> tuple[int | str | None, ...]:
@@ -137,6 +156,9 @@ class TensorRTRunner(Runner):
         self.outputs = [TensorSpec(n, shapes[n], self._dtypes[n].name) for n in names if not is_input[n]]
         maxima = [p[2][0] for p in self._profiles.values()]
         self.max_batch: int | None = min(maxima) if maxima else None
+        batches = {(p[0][0], p[2][0]) for p in self._profiles.values()}  # (min, max) batch per dynamic input
+        lo_hi = next(iter(batches)) if len(batches) == 1 else (None, None)
+        self.static_batch: int | None = lo_hi[0] if lo_hi[0] == lo_hi[1] else None  # DLA: min = opt = max
 
     def _torch_dtype(self, name: str) -> Any:
         return self._torch.from_numpy(np.empty(0, self._dtypes[name])).dtype
@@ -197,6 +219,9 @@ class TensorRTRunner(Runner):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy inputs to the GPU, run the engine on torch's current stream, return outputs as numpy.
 
+        An engine with a static batch B (a DLA engine: min = opt = max) runs any batch: in chunks of B,
+        the last one zero-padded, with the padding rows cut from the outputs.
+
         Example:
             >>> runner.run({"input": x})["logits"].shape        # doctest: +SKIP
             (8, 10)
@@ -204,6 +229,13 @@ class TensorRTRunner(Runner):
         if self.context is None:
             raise EdgecError("this TensorRTRunner is closed", hint="open a new runner")
         ready = prepare_feeds(self.inputs, feeds)
+        n = ready[self.inputs[0].name].shape[0] if self.inputs and ready[self.inputs[0].name].ndim else None
+        if self.static_batch is None or n is None or n == self.static_batch:
+            return self._run_ready(ready)
+        parts = [(self._run_ready(chunk), valid) for chunk, valid in static_batch_chunks(ready, self.static_batch)]
+        return {name: np.concatenate([out[name][:valid] for out, valid in parts]) for name in parts[0][0]}
+
+    def _run_ready(self, ready: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         key = tuple((s.name, tuple(ready[s.name].shape)) for s in self.inputs)
         with self._torch.cuda.device(self.device):
             ins, outs = self._bind(key)
@@ -225,6 +257,7 @@ class TensorRTRunner(Runner):
             "device": str(self.device), "device_name": self._torch.cuda.get_device_name(self.device),
             "cuda_graph": self.cuda_graph, "engine_key": self.manifest.get("key"),
             "profile": {n: [list(s) for s in p] for n, p in self._profiles.items()},
+            "static_batch": self.static_batch,
             "build": self.manifest.get("build"), "engine_layers": layers,
             "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
         }

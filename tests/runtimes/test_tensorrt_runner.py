@@ -123,3 +123,20 @@ def test_a_refused_shape_on_rebinding_is_an_error():
     runner._active, ctx.shape_ok = None, False  # another shape ran in between; now TensorRT refuses
     with pytest.raises(ModelError, match=r"refused shape \(2, 4\)"):
         runner._bind(key)
+
+
+def test_a_static_batch_engine_runs_any_batch_in_padded_chunks():
+    """DLA engines have a static batch (min = opt = max): other batches run as zero-padded chunks."""
+    import numpy as np
+
+    from edgec.runtimes.tensorrt_runner import static_batch_chunks
+
+    x = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
+    chunks = static_batch_chunks({"input": x}, 4)
+    assert [valid for _, valid in chunks] == [4, 4, 2]
+    assert all(chunk["input"].shape == (4, 3) for chunk, _ in chunks)
+    last = chunks[-1][0]["input"]
+    np.testing.assert_array_equal(last[:2], x[8:])
+    np.testing.assert_array_equal(last[2:], 0)
+    np.testing.assert_array_equal(np.concatenate([c["input"][:v] for c, v in chunks]), x)
+    assert [v for _, v in static_batch_chunks({"input": x[:1]}, 8)] == [1]
