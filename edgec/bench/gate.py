@@ -5,7 +5,9 @@ Checks, per model present in both files:
   AND a one-sided Mann-Whitney U test on the raw samples says so (:mod:`edgec.bench.stats`);
 - **energy** (J/inference) per batch size: the same rule on per-sample energies from the power trace;
 - **params, FLOPs, model file bytes**: must be equal (deterministic; a change must be deliberate:
-  accept it with ``--update-baseline``);
+  accept it with ``--update-baseline``). File bytes are compared only between files quantized the same
+  way (the entries' ``quantization``: INT8 flavour and layers kept in float): accuracy-aware PTQ may keep
+  other layers in float on another machine's trajectory, and such a file differs in bytes by design;
 - **accuracy**: fails when it drops by more than ``max_accuracy_drop`` percentage points;
 - **TensorRT layer precision** (only when asked): ``min_int8_layers`` (share of counted engine
   layers running in INT8) and ``max_fallback_layers`` (layers meant for INT8 that run in float),
@@ -271,6 +273,10 @@ def _exact_checks(name: str, cur: dict, base: dict, config: GateConfig) -> list[
         a, b = cur.get(key), base.get(key)
         if a is None or b is None:
             continue
+        if key == "bytes" and cur.get("quantization") != base.get("quantization"):
+            out.append(Check("info", name, label, f"{b:,}", f"{a:,}", "quantized differently",
+                             _describe_quantization(base.get("quantization"), cur.get("quantization"))))
+            continue
         change = "" if a == b else f"{(a - b) / b:+.2%}" if b else "changed"
         out.append(Check("pass" if a == b else "FAIL", name, label, f"{b:,}", f"{a:,}", change, "equal"))
     a, b = cur.get("accuracy"), base.get("accuracy")
@@ -280,6 +286,13 @@ def _exact_checks(name: str, cur: dict, base: dict, config: GateConfig) -> list[
                          "accuracy (%)", f"{b * 100:.2f}", f"{a * 100:.2f}", f"{(a - b) * 100:+.2f} pt",
                          f"-{config.max_accuracy_drop:g} pt"))
     return out
+
+
+def _describe_quantization(base: dict | None, cur: dict | None) -> str:
+    """What differs between two entries' ``quantization`` (flavour, layers kept in float)."""
+    base, cur = base or {}, cur or {}
+    keys = sorted(k for k in set(base) | set(cur) if base.get(k) != cur.get(k))
+    return "; ".join(f"{k}: {base.get(k)} -> {cur.get(k)}" for k in keys) or "not recorded"
 
 
 def _status(regressed: bool, mode: str) -> str:

@@ -273,6 +273,8 @@ def build_results(report: dict[str, Any], bench: dict[str, Any] | None) -> dict[
     for name, m in report["models"].items():
         entry = {"file": m["file"], "bytes": m["bytes"], "params": m["params"], "flops": m["flops"],
                  "accuracy": m["accuracy"], "runtime": m["runtime"]}
+        if m.get("quantization"):  # INT8 flavour + layers kept in float: the gate compares bytes only when equal
+            entry["quantization"] = m["quantization"]
         entry.update({k: v for k, v in measured.get(name, {}).items() if k not in entry})
         doc["models"][name] = entry
     doc["warnings"] += stability_warnings(doc)

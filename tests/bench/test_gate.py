@@ -147,3 +147,17 @@ def test_run_gate_prints_appends_summary_and_updates_baseline(tmp_path, monkeypa
     assert base.read_bytes() == cur.read_bytes()
     fresh = tmp_path / "new-baseline.json"
     assert run_gate(cur, fresh, CFG, update_baseline=True).passed and fresh.read_bytes() == cur.read_bytes()
+
+
+def test_file_bytes_are_compared_only_between_files_quantized_the_same_way():
+    base, same, other = fake_results(), fake_results(), fake_results()
+    for doc in (base, same):
+        doc["models"]["m"]["quantization"] = {"flavour": "reduce_range", "float_layers": []}
+    same["models"]["m"]["bytes"] = 4100  # same quantization, other bytes: a real change
+    other["models"]["m"].update(bytes=5000, quantization={"flavour": "reduce_range", "float_layers": ["/conv1/Conv"]})
+    changed = compare_results(same, base, CFG)
+    assert not changed.passed and statuses(changed)["file bytes"] == "FAIL"
+    fallback = compare_results(other, base, CFG)
+    assert fallback.passed and statuses(fallback)["file bytes"] == "info"
+    (row,) = [c for c in fallback.checks if c.metric == "file bytes"]
+    assert "float_layers" in row.limit and "/conv1/Conv" in row.limit
