@@ -109,7 +109,9 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
     result = train_quantized(student, train, val, config, method=method, bits=bits, scheme=scheme,
                              workdir=workdir, progress=progress,
                              **train_options)
-    deployed = finalize(result.model)
+    # Exported, checked and shipped from the CPU, wherever it trained: the same export as a CPU build,
+    # and a parity reference in plain FP32 (a GPU's TF32 moved logits by ~2e-3 on an H200).
+    deployed = finalize(result.model).cpu()
     val_acc = evaluate(deployed, x_val, np.asarray(val[1]))[1]
     if method == "qat":
         path = export_qat_qdq(deployed, input_shape, out / f"{stem}.int8.onnx",
