@@ -153,16 +153,17 @@ def render(report: dict[str, Any]) -> Table:
 
 # --- TensorRT: feature tests, never version or enum-integer comparisons -----------------------------
 
-def tensorrt_capabilities(trt: Any, on_jetson: bool = False) -> dict[str, Any]:
+def tensorrt_capabilities(trt: Any) -> dict[str, Any]:
     """What an imported ``tensorrt`` module supports, by feature test (DESIGN.md section 8).
 
     ``precision_flags`` is True on TensorRT 10 (``BuilderFlag.INT8``/``FP16`` exist: a QDQ model may
     be built weakly typed) and False on 11, where every network is strongly typed and takes its
     precision from the ONNX tensor types: ``strongly_typed`` is then True whatever
     ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` says (deprecated and ignored in 11). On 10 it
-    is that flag's presence. ``dla_device`` is False for desktop (non-Jetson) TensorRT 11.0-11.3,
-    whose builds carry no DLA support although ``DeviceType.DLA`` is still bound. Nothing here
-    creates a builder or touches CUDA.
+    is that flag's presence. ``dla_device`` is False for TensorRT 11.0-11.3: "DLA was unavailable
+    in TensorRT 11.0 through 11.3" (NVIDIA's "Working with DLA", 11.4.1), although ``DeviceType.DLA``
+    is still bound; 11.4.1 brought it back on Jetson AGX Orin (JetPack 7.2.2+), and elsewhere the
+    builder's DLA core count (0) says so. Nothing here creates a builder or touches CUDA.
 
     Example:
         >>> import tensorrt                                         # doctest: +SKIP
@@ -177,7 +178,7 @@ def tensorrt_capabilities(trt: Any, on_jetson: bool = False) -> dict[str, Any]:
     network_flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
     device_type = getattr(trt, "DeviceType", None)
     precision_flags = hasattr(flags, "INT8")
-    no_dla_build = not on_jetson and major == 11 and minor is not None and minor < 4
+    no_dla_build = major == 11 and minor is not None and minor < 4
     return {
         "version": version or None,
         "major": major,
@@ -231,7 +232,7 @@ def _tensorrt(report: dict[str, Any], on_jetson: bool) -> Check:
     except Exception as exc:  # e.g. libnvinfer.so.10 missing behind the Python bindings
         report["tensorrt"] = {"installed": True, "error": f"{type(exc).__name__}: {exc}"}
         return Check("tensorrt", False, f"installed but cannot import: {exc}", hint)
-    caps = tensorrt_capabilities(trt, on_jetson)
+    caps = tensorrt_capabilities(trt)
     caps["version"] = caps["version"] or _version("tensorrt") or "unknown version"
     caps["dla_cores"] = None
     if report["torch"]["cuda_available"] and caps["dla_device"]:

@@ -220,15 +220,15 @@ def test_trt11_is_strongly_typed_whatever_the_deprecated_flag_says():
     assert caps["strongly_typed"] is True and caps["precision_flags"] is False
 
 
-def test_desktop_trt11_before_11_4_has_no_dla():
-    for version, desktop_dla in (("11.0.0.7", False), ("11.3.1", False), ("11.4.0", True)):
+def test_trt11_before_11_4_has_no_dla():
+    """NVIDIA, "Working with DLA" (11.4.1): DLA was unavailable in TensorRT 11.0 through 11.3; DeviceType.DLA is still bound."""
+    for version, dla in (("11.0.0.7", False), ("11.3.1", False), ("11.4.1", True)):
         fake = _fake_tensorrt(version, ("SPARSE_WEIGHTS", "GPU_FALLBACK"), ("STRONGLY_TYPED",), calibrator=False)
-        assert tensorrt_capabilities(fake)["dla_device"] is desktop_dla, version
-        assert tensorrt_capabilities(fake, on_jetson=True)["dla_device"] is True, version
+        assert tensorrt_capabilities(fake)["dla_device"] is dla, version
     assert tensorrt_capabilities(FakeTensorRT10())["dla_device"] is True
 
 
-def test_tensorrt_check_says_strongly_typed_always_and_no_dla_on_desktop_11(monkeypatch):
+def test_tensorrt_check_says_strongly_typed_always_and_no_dla_on_11_0(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT11())
     report = diagnose()
     c = _check(report, "tensorrt")
@@ -254,7 +254,7 @@ def test_tensorrt_check_explains_the_build_mode(monkeypatch, make, build):
     c = _check(report, "tensorrt")
     assert c["ok"] and build in c["detail"] and "sparse weights: yes" in c["detail"]
     assert report["tensorrt"]["installed"] and report["tensorrt"]["version"] == make().__version__
-    if make is FakeTensorRT11:  # desktop TensorRT 11.0: no DLA in the build, never queried (issue 16)
+    if make is FakeTensorRT11:  # TensorRT 11.0: no DLA in the build, never queried (issue 16)
         assert report["tensorrt"]["dla_cores"] is None and "not in this TensorRT build" in c["detail"]
     elif not _cuda_available():  # DLA needs a builder, hence CUDA: not queried without a GPU
         assert report["tensorrt"]["dla_cores"] is None and "no GPU visible" in c["detail"]
