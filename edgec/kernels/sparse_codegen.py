@@ -42,12 +42,18 @@ SMEM_BUDGET = 24 * 1024  # bytes of input tile per block: leaves room for severa
 
 @dataclass(frozen=True)
 class Tiling:
-    """One block = a ``th x tw`` output tile x ``g`` output channels; ``cc`` input channels per smem step."""
+    """A thread = one pixel x ``g`` output channels; a block = a ``th x tw`` output tile x ``gpb`` such channel
+    groups (all on one staged input tile); ``cc`` input channels per shared-memory step."""
 
     th: int
     tw: int
     g: int
     cc: int
+    gpb: int = 1
+
+    @property
+    def threads(self) -> int:
+        return self.th * self.tw * self.gpb
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ class GeneratedConv:
         """``(grid, block)`` for a batch of ``n`` images."""
         t = self.tiling
         oh, ow = self.out_hw
-        return (math.ceil(oh / t.th) * math.ceil(ow / t.tw), self.groups, n), (t.th * t.tw, 1, 1)
+        return (math.ceil(oh / t.th) * math.ceil(ow / t.tw), math.ceil(self.groups / t.gpb), n), (t.threads, 1, 1)
 
 
 def _dense(weight: Any) -> np.ndarray:
@@ -83,24 +89,35 @@ def _dense(weight: Any) -> np.ndarray:
     return w
 
 
-def default_tiling(out_hw: tuple[int, int], c: int, cout: int, in_tile: Any = None, n: int = 1,
-                   g: int | None = None) -> Tiling:
-    """A tiling: rows of <= 32 output columns (balanced), ~128 threads, enough blocks to fill ~2 waves of a big GPU.
+def default_tiling(out_hw: tuple[int, int], c: int, cout: int, in_tile: Any = None, g: int = 8,
+                   th: int | None = None) -> Tiling:
+    """A tiling: tiles of 32 output columns (a warp per row; 16 or 8 for narrow outputs) x ``th`` rows (1 by
+    default: more blocks at batch 1), ``g`` output channels per thread, as many groups per block as fit in 512
+    threads (so the staged tile serves all of them), <= 24 KB of input tile per step.
 
-    ``in_tile(th, tw) -> (th_in, tw_in)`` gives the haloed tile, for the shared-memory budget.
+    ``in_tile(th, tw) -> (th_in, tw_in)`` gives the haloed tile (default: 3x3, stride 1).
     """
     oh, ow = out_hw
-    tw = ow if ow <= 32 else math.ceil(ow / math.ceil(ow / 32))
-    th = max(1, min(oh, 128 // tw))
-    tiles = math.ceil(oh / th) * math.ceil(ow / tw) * n
-    if g is None:
-        g = next((c_ for c_ in (32, 16) if tiles * math.ceil(cout / c_) >= 200), 8)
+    tw = 32 if ow > 16 else 16 if ow > 8 else 8
+    th = th or max(1, 32 // tw)
     g = min(g, cout)
+    groups = math.ceil(cout / g)
+    gpb = max(1, min(groups, 512 // (th * tw)))
+    gpb = math.ceil(groups / math.ceil(groups / gpb))  # balanced: no nearly empty last block
     th_in, tw_in = in_tile(th, tw) if in_tile else (th + 2, tw + 2)
-    per_channel = th_in * tw_in * 4
-    cc_max = max(1, SMEM_BUDGET // per_channel)
+    cc_max = max(1, SMEM_BUDGET // (th_in * tw_in * 4))
     steps = math.ceil(c / cc_max)
-    return Tiling(th, tw, g, math.ceil(c / steps))
+    return Tiling(th, tw, g, math.ceil(c / steps), gpb)
+
+
+def candidate_tilings(out_hw: tuple[int, int], c: int, cout: int, in_tile: Any = None) -> list[Tiling]:
+    """The tilings the benchmark autotunes over (SparseRT-style): channel groups of 4/8/16, 1 or 2 tile rows."""
+    out = []
+    for g, th in ((8, 1), (4, 1), (16, 1), (8, 2)):
+        t = default_tiling(out_hw, c, cout, in_tile, g=g, th=th)
+        if t not in out:
+            out.append(t)
+    return out
 
 
 def _hexf(v: float) -> str:
@@ -108,8 +125,7 @@ def _hexf(v: float) -> str:
 
 
 def generate(weight: Any, h: int, w: int, *, stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
-             dilation: tuple[int, int] = (1, 1), half: bool = True, tiling: Tiling | None = None,
-             batch: int = 1) -> GeneratedConv:
+             dilation: tuple[int, int] = (1, 1), half: bool = True, tiling: Tiling | None = None) -> GeneratedConv:
     """Write the kernel source of one conv layer (groups=1, zero padding) for ``h x w`` inputs."""
     wd = _dense(weight)
     cout, c, kh, kw = wd.shape
@@ -119,10 +135,13 @@ def generate(weight: Any, h: int, w: int, *, stride: tuple[int, int] = (1, 1), p
     def in_tile(th: int, tw: int) -> tuple[int, int]:
         return (th - 1) * sh + (kh - 1) * dh + 1, (tw - 1) * sw + (kw - 1) * dw + 1
 
-    t = tiling or default_tiling((oh, ow), c, cout, in_tile, n=batch)
+    t = tiling or default_tiling((oh, ow), c, cout, in_tile)
     th_in, tw_in = in_tile(t.th, t.tw)
     if t.cc * th_in * tw_in * 4 > 48 * 1024:
         raise loader.KernelError(f"tiling {t} needs more than 48 KB of shared memory", hint="use fewer channels per step")
+    if t.threads > 1024 or (t.gpb > 1 and (t.th * t.tw) % 32):
+        raise loader.KernelError(f"tiling {t}: a block needs at most 1024 threads, and th * tw a multiple of 32 "
+                                 "when it runs several groups", hint="use default_tiling()")
     groups, steps = math.ceil(cout / t.g), math.ceil(c / t.cc)
     body, loads = [], 0
     for step in range(steps):
@@ -143,7 +162,7 @@ def generate(weight: Any, h: int, w: int, *, stride: tuple[int, int] = (1, 1), p
     defines = {"SCG_T": "__half" if half else "float", "SCG_C": c, "SCG_H": h, "SCG_W": w, "SCG_COUT": cout,
                "SCG_OH": oh, "SCG_OW": ow, "SCG_SH": sh, "SCG_SW": sw, "SCG_PH": ph, "SCG_PW": pw,
                "SCG_TH": t.th, "SCG_TW": t.tw, "SCG_TH_IN": th_in, "SCG_TW_IN": tw_in, "SCG_CC": t.cc,
-               "SCG_CHUNKS": steps, "SCG_G": t.g, "SCG_GROUPS": groups}
+               "SCG_CHUNKS": steps, "SCG_G": t.g, "SCG_GROUPS": groups, "SCG_GPB": t.gpb}
     nnz = int(np.count_nonzero(wd))
     src = "\n".join([
         f"// generated by edgec.kernels.sparse_codegen: conv {cout}x{c}x{kh}x{kw}, {nnz} nonzeros, input {h}x{w}, "

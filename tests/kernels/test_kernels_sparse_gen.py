@@ -24,6 +24,7 @@ from tests.kernels.emu_drivers import build_emulator
 CASES = {
     "3x3-pad1-bias-f32": (2, 5, 7, 9, 6, 3, 3, (1, 1), (1, 1), (1, 1), 0.7, True, "f32", None),
     "groups-and-steps": (1, 5, 6, 5, 6, 3, 3, (1, 1), (1, 1), (1, 1), 0.5, True, "f32", sc.Tiling(2, 3, 4, 2)),
+    "groups-per-block": (2, 3, 6, 9, 10, 3, 3, (1, 1), (1, 1), (1, 1), 0.6, True, "f16", sc.Tiling(2, 16, 4, 2, 2)),
     "strided-dilated-f16": (1, 4, 11, 10, 5, 3, 3, (2, 1), (1, 2), (1, 2), 0.6, False, "f16", None),
     "wide-tiles-f16": (1, 3, 5, 40, 4, 3, 3, (1, 1), (1, 1), (1, 1), 0.8, True, "f16", None),
     "all-zero": (1, 2, 4, 4, 3, 1, 1, (1, 1), (0, 0), (1, 1), 1.0, True, "f32", None),
@@ -95,9 +96,14 @@ def test_same_layer_same_digest_other_weights_other_digest():
 
 
 def test_default_tiling_for_the_benchmark_layer():
-    t1 = sc.default_tiling((56, 56), 64, 64, n=1)
-    t8 = sc.default_tiling((56, 56), 64, 64, n=8)
-    assert (t1.th, t1.tw) == (4, 28) and t1.g == 8 and t8.g == 32  # b1: more groups for more blocks
+    t = sc.default_tiling((56, 56), 64, 64)
+    assert t == sc.Tiling(th=1, tw=32, g=8, cc=32, gpb=8) and t.threads == 256  # all 8 groups share one tile
+    assert 3 * 34 * 4 * t.cc <= sc.SMEM_BUDGET  # 3-row haloed tile of 34 columns x 32 channels per step
+    cands = sc.candidate_tilings((56, 56), 64, 64)
+    assert cands[0] == t and len(set(cands)) == len(cands) == 4
+    assert all(c.threads <= 512 and (c.th * c.tw) % 32 == 0 for c in cands)
+    with pytest.raises(KernelError, match="multiple of 32"):
+        sc.generate(np.ones((8, 2, 3, 3), np.float32), 8, 8, padding=(1, 1), tiling=sc.Tiling(2, 5, 4, 2, 2))
 
 
 def test_bad_geometry_is_a_clear_error():
