@@ -105,6 +105,7 @@ __device__ void int8_mmvq_impl(const T* __restrict__ x, const i8v_vec* __restric
                                int K16) {
   constexpr int ROWS = I8vRows<MB>::value;
   constexpr int KC = I8V_XBYTES / MB;  // bytes of K per chunk (a multiple of 512)
+  constexpr int UNROLL = MB <= 2 ? 4 : 2;
   __shared__ i8v_vec xs[I8V_XBYTES / 16];  // [MB][KC] int8
   signed char* xs_bytes = reinterpret_cast<signed char*>(xs);
 
@@ -143,7 +144,8 @@ __device__ void int8_mmvq_impl(const T* __restrict__ x, const i8v_vec* __restric
       }
     }
     __syncthreads();
-#pragma unroll 2
+    // 2 x ROWS (4 x ROWS for MB <= 2, the memory-bound case) 128-bit weight loads in flight per thread
+#pragma unroll(UNROLL)
     for (int kk = lane * 16; kk < kn; kk += 512) {
       i8v_vec w[ROWS];
 #pragma unroll
