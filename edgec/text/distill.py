@@ -64,10 +64,11 @@ def distill_loss(teacher_logits: np.ndarray, gold: np.ndarray, ce_weight: float 
 
     def loss(model, ids, rows):
         out = model(ids)
-        mse = F.mse_loss(out, targets[rows])
+        rows = rows.cpu()  # the tables stay on the CPU; one batch of them goes to the model's device
+        mse = F.mse_loss(out, targets[rows].to(out.device))
         if ce_weight == 0:
             return mse
-        g = labels[rows]
+        g = labels[rows].to(out.device)
         has = g >= 0
         ce = F.cross_entropy(out[has], g[has]) if bool(has.any()) else out.sum() * 0
         return (1 - ce_weight) * mse + ce_weight * ce

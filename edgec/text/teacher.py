@@ -156,6 +156,7 @@ def fine_tune(model: Any, tokenizer: Any, sentences: list[str], labels: np.ndarr
     rng = np.random.default_rng(cfg.seed)
     y = torch.as_tensor(labels, dtype=torch.long)
     report = Reporter("teacher", enabled=progress)
+    device = next(model.parameters()).device  # trains where the model is (a GPU when moved there)
     model.train()
     losses, t0, seen = [], time.perf_counter(), 0
     lengths = np.array([len(x.split()) for x in sentences])
@@ -165,8 +166,8 @@ def fine_tune(model: Any, tokenizer: Any, sentences: list[str], labels: np.ndarr
             if not batches:
                 batches = length_bucketed_batches(lengths, cfg.batch_size, rng)
             idx = batches.pop()
-            batch = encode(tokenizer, [sentences[i] for i in idx], cfg.max_length)
-            loss = model(**batch, labels=y[idx]).loss
+            batch = _on(encode(tokenizer, [sentences[i] for i in idx], cfg.max_length), device)
+            loss = model(**batch, labels=y[idx].to(device)).loss
             if not torch.isfinite(loss):
                 from edgec.errors import TrainingDiverged
 
@@ -189,6 +190,11 @@ def fine_tune(model: Any, tokenizer: Any, sentences: list[str], labels: np.ndarr
             "seconds": time.perf_counter() - t0, "sentences_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
 
 
+def _on(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    """The tokenizer's tensors on ``device`` (the model's)."""
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
 def predict_logits(model: Any, tokenizer: Any, sentences: list[str], *, batch_size: int = 128, max_length: int = 64,
                    progress: bool = False, description: str = "labelling") -> np.ndarray:
     """Logits (N, classes) float32, in the input order; batches of similar length (little padding)."""
@@ -200,12 +206,14 @@ def predict_logits(model: Any, tokenizer: Any, sentences: list[str], *, batch_si
     out = np.zeros((len(sentences), model.config.num_labels), dtype=np.float32)
     starts = list(range(0, len(sentences), batch_size))
     report = Reporter(description, enabled=progress)
+    device = next(model.parameters()).device
     model.eval()
     t0 = time.perf_counter()
     with torch.inference_mode(), report.epoch(1, 1, total_batches=len(starts)) as advance:
         for s in starts:
             idx = order[s:s + batch_size]
-            out[idx] = model(**encode(tokenizer, [sentences[i] for i in idx], max_length)).logits.float().numpy()
+            batch = _on(encode(tokenizer, [sentences[i] for i in idx], max_length), device)
+            out[idx] = model(**batch).logits.float().cpu().numpy()
             advance()
     if progress and sentences:
         report.line(f"{len(sentences)} sentences in {time.perf_counter() - t0:.1f} s")

@@ -177,3 +177,48 @@ def test_quantized_training_on_the_gpu_passes_parity_with_tf32_on(gpu_run, metho
     assert metrics["verification"]["top1_agreement"] >= 0.99
     if method != "qat":  # low-bit: every logit within export.parity_atol + parity_rtol * |torch|
         assert metrics["verification"]["outside_tolerance"] == 0.0
+
+
+@pytest.mark.gpu
+def test_text_student_distills_on_the_gpu_and_matches_its_onnx(tmp_path):
+    """The BiLSTM student trains on a GPU (MSE on teacher logits kept on the CPU) and its ONNX file
+    matches it, with the torch reference computed on the GPU in full FP32."""
+    _need_gpu()
+    import numpy as np
+
+    from edgec.text.distill import build_student, train_student
+    from edgec.text.onnx import export_student, student_parity
+    from edgec.text.vocab import Vocab
+    from edgec.train import TrainConfig
+
+    sentences = ["a gorgeous film", "a dull , lifeless mess", "great fun", "bad and boring", "warm and funny"] * 8
+    gold = np.array([1, 0, 1, 0, 1] * 8)
+    vocab = Vocab.build(sentences)
+    model = build_student(vocab, {"embed_dim": 8, "hidden": 8, "mlp_hidden": 8}, None).cuda()
+    logits = np.stack([gold * 2.0 - 1, 1 - gold * 2.0], axis=1).astype(np.float32)
+    result = train_student(model, vocab, sentences, logits, gold, (sentences[:5], gold[:5]),
+                           TrainConfig(epochs=2, batch_size=8), ce_weight=0.5, progress=False)
+    assert next(result.model.parameters()).is_cuda and result.history
+    ids, _ = vocab.encode(sentences)
+    path = export_student(result.model.cpu(), tmp_path / "student.onnx")
+    assert student_parity(result.model.cuda(), path, ids).max_abs_diff < 1e-4
+
+
+@pytest.mark.gpu
+def test_text_teacher_fine_tunes_and_labels_on_the_gpu():
+    _need_gpu()
+    pytest.importorskip("transformers", reason="the text teacher needs edgec[nlp] (transformers)")
+    import numpy as np
+
+    from edgec.text.teacher import TeacherTrainConfig, default_teacher_path, fine_tune, load_teacher, predict_logits
+
+    try:
+        model, tok = load_teacher(default_teacher_path())
+    except Exception as exc:  # MissingDependencyError: the package is part of edgec[nlp]
+        pytest.skip(f"default teacher not installed: {exc}")
+    model = model.cuda()
+    sentences = ["a gorgeous film", "a dull , lifeless mess", "great [MASK]", "bad"]
+    fine_tune(model, tok, sentences, np.array([1, 0, 1, 0]),
+              TeacherTrainConfig(steps=1, batch_size=4, max_length=16, frozen_layers=6, lr=1e-3), progress=False)
+    logits = predict_logits(model, tok, sentences, batch_size=3, max_length=16)
+    assert logits.shape == (4, 2) and np.isfinite(logits).all()
