@@ -25,13 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgec.kernels.loader import KernelError, get_function
+from edgec.kernels.loader import KernelError
 from edgec.kernels.packing import Int8Weight
 
 if TYPE_CHECKING:
     import torch
 
 FILE = "int8_gemv_mmvq"
+MMVQ_ARGS = "PPPffPPiiii"    # (x, wq, w_scales, inv_scale, x_scale, bias, y, M, N, K, K16)
+QUANTIZE_ARGS = "PPfiii"     # (x, xq, inv_scale, M, K, K16)
 THREADS = 256       # I8V_THREADS
 WARPS = 8           # I8V_WARPS
 MB_CHOICES = (1, 2, 4, 8, 16)
@@ -130,46 +132,55 @@ def device_weight(packed: Int8Weight, device: Any = "cuda") -> Int8DeviceWeight:
     return Int8DeviceWeight(q16, torch.as_tensor(np.asarray(scales, np.float32)).to(device), packed.in_features)
 
 
-def _ptr(t: torch.Tensor | None) -> np.uintp:
-    return np.uintp(0 if t is None else t.data_ptr())
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _check_devices(x: Any, bias: Any) -> None:
+    for t, what in ((x, "input"), (bias, "bias")):
+        if t is not None and not getattr(t, "is_cuda", False):
+            raise KernelError(f"int8_linear runs on CUDA tensors; the {what} is on {getattr(t, 'device', type(t))}",
+                              hint="move it with .cuda()")
 
 
 def int8_linear(x: torch.Tensor, weight: Int8DeviceWeight, x_scale: float,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
     """W8A8 ``x [..., K] -> y [..., N]`` (fp16/fp32 CUDA tensors, y in x's dtype); see the module docstring.
 
-    ``bias`` must be a float32 CUDA tensor ``[N]`` or None.
+    ``bias`` must be a float32 CUDA tensor ``[N]`` or None. The kernels run on the shared kernel stream
+    (:func:`edgec.kernels.ops.launch`), ordered with torch's current stream.
     """
     import torch
 
-    if not isinstance(x, torch.Tensor) or not x.is_cuda or x.dtype not in (torch.float16, torch.float32):
-        raise KernelError(f"int8_linear runs on fp16/fp32 CUDA tensors, got {getattr(x, 'dtype', type(x))} "
-                          f"on {getattr(x, 'device', 'cpu')}", hint="move the input with .cuda() and cast it to half")
+    _check_devices(x, bias)
     k, n = weight.in_features, weight.out_features
+    if x.dtype not in (torch.float16, torch.float32):
+        raise KernelError(f"int8_linear runs on fp16/fp32 inputs, got {x.dtype}", hint="cast the input to half")
     if x.shape[-1] != k:
         raise KernelError(f"int8_linear: input has {x.shape[-1]} features, the weight expects {k}")
     if not x_scale > 0:
         raise KernelError(f"int8_linear: x_scale must be positive, got {x_scale}",
                           hint="calibrate it with packing.int8_activation_scale")
-    if bias is not None and (bias.dtype != torch.float32 or not bias.is_cuda or bias.numel() != n):
-        raise KernelError(f"int8_linear: bias must be a float32 CUDA tensor of {n} values",
-                          hint="pass bias.float().cuda()")
+    if bias is not None and (bias.dtype != torch.float32 or bias.numel() != n):
+        raise KernelError(f"int8_linear: bias must be a float32 tensor of {n} values", hint="pass bias.float()")
     lead = x.shape[:-1]
     x2 = x.detach().reshape(-1, k).contiguous()
     m, half, k16 = x2.shape[0], x.dtype == torch.float16, pad16(k)
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     if m == 0 or n == 0:
         return y.reshape(*lead, n)
-    inv, xs, i32 = inverse_scale(x_scale), np.float32(x_scale), np.int32
+    from edgec.kernels.ops import launch  # the shared-stream launch path (prepared functions)
+
+    inv, xs = float(inverse_scale(x_scale)), float(np.float32(x_scale))
     if use_int_mm(m, n):
         entry, grid, block = quantize_launch(m, k16, half)
         xq = torch.empty((m, k16), dtype=torch.int8, device=x.device)
-        get_function(FILE, entry)(_ptr(x2), _ptr(xq), inv, i32(m), i32(k), i32(k16), grid=grid, block=block)
+        launch(FILE, entry, QUANTIZE_ARGS, grid, block, _ptr(x2), _ptr(xq), inv, m, k, k16)
         acc = torch._int_mm(xq, weight.q16.t())  # [m, N] int32, cuBLASLt IMMA
         scale = weight.scales * xs
         out = torch.addcmul(bias if bias is not None else torch.zeros_like(scale), acc, scale)
         return out.to(x.dtype).reshape(*lead, n)
     entry, grid, block = mmvq_launch(m, n, half)
-    get_function(FILE, entry)(_ptr(x2), _ptr(weight.q16), _ptr(weight.scales), inv, xs, _ptr(bias), _ptr(y),
-                              i32(m), i32(n), i32(k), i32(k16), grid=grid, block=block)
+    launch(FILE, entry, MMVQ_ARGS, grid, block, _ptr(x2), _ptr(weight.q16), _ptr(weight.scales), inv, xs,
+           _ptr(bias), _ptr(y), m, n, k, k16)
     return y.reshape(*lead, n)

@@ -223,5 +223,12 @@ class SparseConvKernel:
         y = out if out is not None else torch.empty((n, g.shape[0], *g.out_hw), dtype=x.dtype, device=x.device)
         if n:
             grid, block = g.launch(n)
-            self._fn.prepared_call(grid, block, x.data_ptr(), 0 if bias is None else bias.data_ptr(), y.data_ptr())
+            args = (x.data_ptr(), 0 if bias is None else bias.data_ptr(), y.data_ptr())
+            pstream, tstream = loader.shared_stream()  # the kernels' stream, which torch also sees
+            cur = torch.cuda.current_stream()
+            if cur.cuda_stream != tstream.cuda_stream:  # order with torch's stream both ways, no host sync
+                tstream.wait_stream(cur)
+            self._fn.prepared_async_call(grid, block, pstream, *args)
+            if cur.cuda_stream != tstream.cuda_stream:
+                cur.wait_stream(tstream)
         return y

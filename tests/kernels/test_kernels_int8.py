@@ -100,3 +100,42 @@ def test_reference_is_the_w8a8_product():
     xq = int8.quantize_activation(x, 0.02)[:, :50].astype(np.float64) * 0.02
     w = packed.q[:, :50].astype(np.float64) * packed.scales[:, None]
     np.testing.assert_allclose(ref, xq @ w.T, rtol=1e-5, atol=1e-5)
+
+
+def test_op_marshals_the_c_signature(monkeypatch):
+    """int8_linear without a GPU: each launch's prepare() format and arguments match the extern "C" signature."""
+    import torch
+
+    from edgec.kernels import ops
+    from tests.kernels.test_kernels_ops import signatures
+
+    calls = []
+
+    def launch(file, entry, arg_format, grid, block, *args):
+        kinds = signatures(file)[entry]
+        assert arg_format == "".join({"ptr": "P", "int": "i", "float": "f"}[k] for k in kinds), entry
+        assert [type(a) for a in args] == [{"ptr": int, "int": int, "float": float}[k] for k in kinds], entry
+        calls.append((entry, args, grid, block))
+
+    monkeypatch.setattr(ops, "launch", launch)
+    monkeypatch.setattr(int8, "_check_devices", lambda x, bias: None)
+    packed = quantize_int8_weight(np.random.default_rng(0).standard_normal((40, 30)))
+    w = int8.device_weight(packed, "cpu")
+    assert tuple(w.q16.shape) == (40, 32) and not w.q16[:, 30:].any()
+    y = int8.int8_linear(torch.randn(2, 3, 30).half(), w, 0.05, torch.ones(40))
+    (entry, args, grid, block), = calls
+    assert entry == "int8_mmvq_f16_mb8" and y.shape == (2, 3, 40) and y.dtype == torch.float16
+    assert args[3] == float(np.float32(1) / np.float32(0.05)) and args[4] == float(np.float32(0.05))
+    assert args[7:] == (6, 40, 30, 32) and args[1] == w.q16.data_ptr() and grid == (2, 1, 1)
+    calls.clear()
+    y = int8.int8_linear(torch.randn(20, 30), w, 0.05)  # m > 16, N % 8 == 0: quantize + torch._int_mm
+    (entry, args, grid, block), = calls
+    assert entry == "int8_quantize_f32" and args[2:] == (float(np.float32(1) / np.float32(0.05)), 20, 30, 32)
+    assert y.shape == (20, 40) and y.dtype == torch.float32
+    with pytest.raises(int8.KernelError, match="x_scale"):
+        int8.int8_linear(torch.randn(1, 30), w, 0.0)
+    with pytest.raises(int8.KernelError, match="features"):
+        int8.int8_linear(torch.randn(1, 31), w, 0.1)
+    monkeypatch.undo()
+    with pytest.raises(int8.KernelError, match="CUDA"):
+        int8.int8_linear(torch.randn(1, 30), w, 0.1)
