@@ -53,21 +53,24 @@ def folder_digest(folder: Path) -> str:
 def run_text(ctx: BuildContext) -> dict[str, Artifact]:
     """Run the text chain of ``ctx.recipe``; returns the artifacts by stage name."""
     from edgec.bench.results import SCHEMA
+    from edgec.stages.train import device_config
+
     r, t = ctx.recipe, ctx.recipe.text
     ds = ctx.dataset  # a TextDataset (BuildContext.dataset dispatches on data.name)
     backend = text_backend(r.engine.backend)  # fail before any training
+    on = device_config(ctx)  # train.device: the GPU's name keys the training stages; {} on the CPU
     folder = teacher_folder(t.teacher.path)
     teacher_cfg = t.teacher.model_dump(mode="json", exclude={"label_batch_size"})
     arts: dict[str, Artifact] = {}
     arts["teacher"] = ctx.stage("teacher", {"data": r.section("data"), "data_fingerprint": ds.fingerprint, "seed": r.seed,
-                                            "teacher": teacher_cfg, "teacher_files": folder_digest(folder)}, [], teacher)
+                                            "teacher": teacher_cfg, "teacher_files": folder_digest(folder), **on}, [], teacher)
     distill_parents = [arts["teacher"]]
     if r.distill.enabled:
         arts["transfer"] = ctx.stage("transfer", {"augment": t.augment.model_dump(mode="json"), "seed": r.seed,
-                                                  "max_length": t.teacher.max_length}, [arts["teacher"]], transfer)
+                                                  "max_length": t.teacher.max_length, **on}, [arts["teacher"]], transfer)
         distill_parents.append(arts["transfer"])
     arts["distill"] = ctx.stage("distill", {"student": t.student.model_dump(mode="json"), "distill": r.section("distill"),
-                                            "seed": r.seed}, distill_parents, distill)
+                                            "seed": r.seed, **on}, distill_parents, distill)
     arts["export"] = ctx.stage("export", {"export": r.section("export")}, [arts["distill"]], export)
     if r.quantize.enabled:
         arts["quantize"] = ctx.stage("quantize", {"quantize": r.section("quantize")}, [arts["export"]], quantize)
@@ -111,6 +114,13 @@ def teacher_macs(config: Any, tokens: int) -> int:
     return int(layers * per_layer + h * h + h * config.num_labels)
 
 
+def _device(ctx: BuildContext):
+    """Where the text stages train and label: the recipe's ``train.device`` (see edgec.stages.train)."""
+    from edgec.stages.train import training_device
+
+    return training_device(ctx)
+
+
 def teacher(ctx: BuildContext, work: StageWork) -> None:
     """Fine-tune the teacher on the training split; save it flat (config, weights, tokenizer)."""
     from edgec.text.teacher import (TeacherTrainConfig, count_teacher_params, fine_tune, load_teacher,
@@ -119,6 +129,7 @@ def teacher(ctx: BuildContext, work: StageWork) -> None:
     t, ds = ctx.recipe.text.teacher, ctx.dataset
     folder = teacher_folder(t.path)
     model, tok = load_teacher(folder)
+    model = model.to(_device(ctx))
     cfg = TeacherTrainConfig(**t.model_dump(exclude={"path", "label_batch_size"}), seed=ctx.recipe.seed)
     stats = fine_tune(model, tok, ds.train.sentences, ds.train.y, cfg, progress=ctx.progress) if t.steps else {}
     save_teacher(model, tok, work.path)
@@ -148,6 +159,7 @@ def transfer(ctx: BuildContext, work: StageWork) -> None:
     n_orig = len(ds.train)
     say(f"  transfer set: {n_orig:,} original + {len(sentences) - n_orig:,} augmented sentences")
     model, tok = load_teacher(_parent(work, "teacher").path)
+    model = model.to(_device(ctx))
     logits = label_transfer(model, tok, sentences, batch_size=r.text.teacher.label_batch_size,
                             max_length=r.text.teacher.max_length, progress=ctx.progress)
     atomic_write_json(work.path / "transfer.json", {"sentences": sentences, "gold": gold.tolist(), "source": source.tolist()})
@@ -194,6 +206,7 @@ def distill(ctx: BuildContext, work: StageWork) -> None:
     params = {"embed_dim": s.embed_dim, "hidden": s.hidden, "mlp_hidden": s.mlp_hidden, "dropout": s.dropout,
               "num_classes": ds.num_classes}
     model = build_student(vocab, params, student_init(_parent(work, "teacher").path, vocab, s), seed=r.seed)
+    model = model.to(_device(ctx))
     cfg = train_config(r.distill.train, r.seed)
     work.scratch.add(CHECKPOINT)
     val = (ds.val.sentences, ds.val.y)
@@ -204,7 +217,7 @@ def distill(ctx: BuildContext, work: StageWork) -> None:
     else:
         result = train_student(model, vocab, ds.train.sentences, None, ds.train.y, val, cfg, workdir=work.path,
                                progress=ctx.progress, description="student (plain)")
-    model = result.model.eval()
+    model = result.model.eval().cpu()
     save_student(model, work.path / STUDENT)
     vocab.save(work.path / VOCAB)
     counts = count_params(model)
