@@ -139,3 +139,22 @@ def test_op_marshals_the_c_signature(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(int8.KernelError, match="CUDA"):
         int8.int8_linear(torch.randn(1, 30), w, 0.1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,n,k", [(1, 4096, 4096), (3, 100, 1000), (16, 64, 48), (20, 64, 4096), (64, 72, 520),
+                                   (33, 7, 64)])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_int8_linear_on_gpu(cuda, m, n, k, dtype):
+    import torch
+
+    packed, x = _case(m, n, k, seed=m + n + k)
+    xt = torch.from_numpy(x).to(cuda, getattr(torch, dtype))
+    x = xt.float().cpu().numpy()  # the values the kernel sees
+    bias = np.random.default_rng(1).standard_normal(n).astype(np.float32)
+    w = int8.device_weight(packed, cuda)
+    y = int8.int8_linear(xt, w, 0.02, torch.from_numpy(bias).to(cuda))
+    assert y.dtype == xt.dtype and y.shape == (m, n)
+    ref = int8.linear_reference(x, int8.pad_rows(packed.q, k), packed.scales, 0.02, bias)
+    rtol = 2e-3 if dtype == "float16" else 1e-5
+    np.testing.assert_allclose(y.float().cpu().numpy(), ref, rtol=rtol, atol=rtol * np.abs(ref).max())

@@ -111,3 +111,39 @@ def test_bad_geometry_is_a_clear_error():
         sc.generate(np.ones((2, 2, 5, 5), np.float32), 3, 3)
     with pytest.raises(KernelError, match="Cout, C, KH, KW"):
         sc.generate(np.ones((2, 2), np.float32), 3, 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [1, 8])
+def test_generated_conv_on_gpu_matches_cudnn(cuda, n, tmp_path, monkeypatch):
+    import torch
+    import torch.nn.functional as F
+
+    monkeypatch.setenv("EDGEC_KERNEL_CACHE", str(tmp_path))
+    rng = np.random.default_rng(n)
+    w = _weight(rng, (64, 64, 3, 3), 0.9)
+    bias = torch.from_numpy(rng.standard_normal(64).astype(np.float32)).to(cuda)
+    x = torch.randn(n, 64, 56, 56, device=cuda, dtype=torch.float16)
+    ref = F.conv2d(x.float(), torch.from_numpy(w).to(cuda), bias, padding=1)
+    for t in sc.candidate_tilings((56, 56), 64, 64):
+        y = sc.SparseConvKernel(sc.generate(w, 56, 56, padding=(1, 1), tiling=t))(x, bias)
+        torch.cuda.synchronize()
+        err = float((y.float() - ref).abs().max() / ref.abs().max())
+        assert y.dtype == torch.float16 and err < 2e-3, (t, err)
+
+
+@pytest.mark.gpu
+def test_generated_conv_on_gpu_strided_fp32(cuda, tmp_path, monkeypatch):
+    import torch
+    import torch.nn.functional as F
+
+    monkeypatch.setenv("EDGEC_KERNEL_CACHE", str(tmp_path))
+    w = _weight(np.random.default_rng(3), (12, 5, 3, 3), 0.7)
+    x = torch.randn(2, 5, 17, 23, device=cuda)
+    k = sc.SparseConvKernel(sc.generate(w, 17, 23, stride=(2, 1), padding=(1, 2), dilation=(1, 2), half=False))
+    y = k(x)
+    ref = F.conv2d(x, torch.from_numpy(w).to(cuda), stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+    torch.cuda.synchronize()
+    assert y.shape == ref.shape and float((y - ref).abs().max()) < 1e-4
+    with pytest.raises(KernelError, match="takes"):
+        k(x.half())
