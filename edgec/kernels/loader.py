@@ -47,7 +47,7 @@ from typing import Any
 from edgec.atomic import atomic_write_bytes
 from edgec.errors import EdgecError, MissingDependencyError
 
-KERNEL_FILES = ("sparse_conv2d_csr", "lowbit_batched_gemv", "int8_gemm_dp4a", "int8_gemv_mmvq")
+KERNEL_FILES = ("sparse_conv2d_csr", "lowbit_batched_gemv", "lowbit_mma_gemm", "int8_gemm_dp4a", "int8_gemv_mmvq")
 DEFAULT_ARCHS = ("sm_87", "sm_86", "sm_90")
 # -lineinfo costs nothing at run time and lets compute-sanitizer / Nsight point at source lines
 NVCC_OPTIONS = ("-O3", "-lineinfo")

@@ -30,6 +30,10 @@ from edgec.kernels.loader import KernelError, get_function, prepared_function, s
 from edgec.kernels.packing import (CsrConv2dWeight, GemvWeight, Int8Weight, LowBitWeight, _pair,
                                    conv2d_output_size, padded_k, repack_gemv)
 
+MMA_BITS = (8, 4, 2)  # widths with a tensor-core entry (lowbit_mma_gemm.cu)
+MMA_MIN_ROWS = 4      # fp16 x with at least this many rows goes to the tensor-core kernel
+MMA_ROWS = 16         # rows of x per tensor-core launch (one m16 tile)
+
 if TYPE_CHECKING:
     import torch
 
@@ -162,6 +166,7 @@ def sparse_conv2d(x: torch.Tensor, packed: CsrConv2dWeight, bias: Any = None, *,
 
 
 LOWBIT_ARGS = "PPPPPiiii"  # (x, w, scales, bias, y, M, N, kvec, kt)
+MMA_ARGS = "PPPPPiii"      # (x, w, scales, bias, y, M, N, KV)
 
 
 def launch(file: str, entry: str, arg_format: str, grid: Dim3, block: Dim3, *args: int | float) -> None:
@@ -195,12 +200,27 @@ def kernel_stream() -> Any:
     return _torch().cuda.stream(shared_stream()[1])
 
 
+def mma_launch(n_padded: int) -> tuple[Dim3, Dim3]:
+    """``(grid, block)`` of ``lbmma_f16_w*``: one block of 4 warps per 16 output channels."""
+    return (n_padded // 16, 1, 1), (128, 1, 1)
+
+
+def mma_words(words: torch.Tensor, kvec: int) -> tuple[torch.Tensor, int]:
+    """``(words, KV)`` of the ``mma`` arrangement (:func:`~edgec.kernels.packing.repack_mma`), on words' device."""
+    torch = _torch()
+    rows, kv = words.shape[0], _cdiv(kvec, 4)
+    w = torch.nn.functional.pad(words, (0, kv * 16 - kvec * 4))
+    return w.view(rows // 8, 8, kv, 4, 4).permute(0, 2, 1, 4, 3).reshape(rows // 8, kv, 32, 4), kv
+
+
 class LowBitGemv:
     """Device-resident ``gemv`` weights with their pointers cached: ``__call__(x) -> y`` launches directly.
 
     Built once (by :class:`~edgec.kernels.modules.LowBitLinear` or here from a packed weight); per call
     it only checks ``x``, allocates ``y`` and launches (no weight conversion, no
-    ``__cuda_array_interface__``).
+    ``__cuda_array_interface__``). fp16 x with >= ``MMA_MIN_ROWS`` rows (8/4/2 bits) runs the
+    tensor-core kernel on the ``mma`` arrangement of the same words, built on the GPU at its first
+    use and kept (it doubles the layer's weight memory).
 
     Example:
         >>> k = LowBitGemv(repack_gemv(pack_lowbit(w, 4)), bias, device="cuda")
@@ -217,6 +237,7 @@ class LowBitGemv:
         self.bias = None if bias is None else _dev(bias, torch.float32, device)
         self._ptrs = (self.words.data_ptr(), self.scales.data_ptr(), 0 if self.bias is None else self.bias.data_ptr())
         self._plans: dict[tuple[int, bool], tuple[str, Dim3, Dim3, int]] = {}
+        self._mma: tuple[torch.Tensor, int] | None = None
 
     def plan(self, m: int, half: bool) -> tuple[str, Dim3, Dim3, int]:
         """``(entry, grid, block, kt)`` for ``m`` rows of x (cached per (m, dtype))."""
@@ -226,6 +247,10 @@ class LowBitGemv:
             self._plans[key] = (entry, grid, block, kt)
         return self._plans[key]
 
+    def uses_mma(self, m: int, half: bool) -> bool:
+        """Whether ``m`` rows of x run on the tensor-core kernel."""
+        return half and self.bits in MMA_BITS and m >= MMA_MIN_ROWS
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         torch = _torch()
         x = _check_input(x, (torch.float32, torch.float16), "lowbit_linear")
@@ -233,17 +258,29 @@ class LowBitGemv:
             raise KernelError(f"lowbit_linear: input has {x.shape[-1]} features, the weight expects {self.k}")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.k)
-        if self.kp != self.k:  # rows zero-padded to whole 128-bit weight vectors
-            x2 = torch.nn.functional.pad(x2, (0, self.kp - self.k))
+        m, half = x2.shape[0], x.dtype == torch.float16
+        mma = self.uses_mma(m, half)
+        if mma and self._mma is None:
+            self._mma = mma_words(self.words, self.kvec)
+        kp = self._mma[1] * 16 * (32 // self.bits) if mma and self._mma else self.kp
+        if kp != self.k:  # rows zero-padded to whole 128-bit weight vectors
+            x2 = torch.nn.functional.pad(x2, (0, kp - self.k))
         elif x2.data_ptr() % 16:  # 128-bit loads need 16-byte aligned rows
             x2 = x2.clone()
-        m = x2.shape[0]
         y = torch.empty((m, self.n), dtype=x.dtype, device=x.device)
         if m and self.n:
-            entry, grid, block, kt = self.plan(m, x.dtype == torch.float16)
             w, s, b = self._ptrs
-            launch("lowbit_batched_gemv", entry, LOWBIT_ARGS, grid, block,
-                   x2.data_ptr(), w, s, b, y.data_ptr(), m, self.n, self.kvec, kt)
+            if mma:
+                words, kv = self._mma  # type: ignore[misc]
+                grid, block = mma_launch(words.shape[0] * 8)
+                for r0 in range(0, m, MMA_ROWS):  # one m16 tile per launch
+                    rows = min(MMA_ROWS, m - r0)
+                    launch("lowbit_mma_gemm", f"lbmma_f16_w{self.bits}", MMA_ARGS, grid, block,
+                           x2[r0:].data_ptr(), words.data_ptr(), s, b, y[r0:].data_ptr(), rows, self.n, kv)
+            else:
+                entry, grid, block, kt = self.plan(m, half)
+                launch("lowbit_batched_gemv", entry, LOWBIT_ARGS, grid, block,
+                       x2.data_ptr(), w, s, b, y.data_ptr(), m, self.n, self.kvec, kt)
         return y.reshape(*lead, self.n)
 
 

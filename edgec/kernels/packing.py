@@ -370,6 +370,23 @@ def dequantize_gemv(g: GemvWeight) -> np.ndarray:
     return (unpack_gemv_codes(g).astype(np.float32) * _np(g.scales)[:, None]).astype(np.float32)
 
 
+def repack_mma(g: GemvWeight) -> np.ndarray:
+    """The ``mma`` arrangement (``kernels/lowbit_mma_gemm.cu``) of a :class:`GemvWeight`'s words.
+
+    Same words, re-ordered for the tensor-core kernel: uint32 ``[NP/8, KV, 32, 4]`` with
+    ``KV = ceil(kvec/4)``; entry ``[n8, kv, g*4 + t, j]`` is gemv word ``(4*kv + j)*4 + t`` of row
+    ``n8*8 + g`` (rows past the gemv words' columns are zero words). x must then be zero-padded to
+    ``KV * 16 * (32 // bits)`` columns. :func:`edgec.kernels.ops.mma_words` does the same on the GPU.
+    """
+    words = _np(g.words, np.int64).astype(np.uint32)
+    rows, kvec = words.shape[0], words.shape[1] // 4
+    kv = -(-kvec // 4)
+    padded = np.zeros((rows, kv * 16), np.uint32)
+    padded[:, : kvec * 4] = words
+    return np.ascontiguousarray(padded.reshape(rows // 8, 8, kv, 4, 4).transpose(0, 2, 1, 4, 3)
+                                .reshape(rows // 8, kv, 32, 4))
+
+
 # --------------------------------------------------------------------------- INT8 (W8A8)
 @dataclass(frozen=True)
 class Int8Weight:

@@ -23,7 +23,7 @@ from edgec.kernels.loader import kernel_dir
 
 KERNELS = kernel_dir()  # top-level kernels/ (edgec/kernels/cuda/ in a wheel install)
 HARNESS = KERNELS / "cpu_harness"
-DRIVERS = {"sparse_conv2d_csr": "sparse_conv2d_csr_main.cpp", "lowbit": "lowbit_batched_gemv_main.cpp",
+DRIVERS = {"sparse_conv2d_csr": "sparse_conv2d_csr_main.cpp", "lowbit": "lowbit_batched_gemv_main.cpp", "lowbit_mma": "lowbit_mma_gemm_main.cpp",
            "int8_gemm_dp4a": "int8_gemm_dp4a_main.cpp", "selftest": "emu_selftest.cpp"}
 BASE_FLAGS = ["-std=c++20", "-O1", "-g", "-pthread", "-include", str(KERNELS / "cuda_cpu_emu.h"),
               "-I", str(KERNELS)]

@@ -18,6 +18,7 @@ EXPECTED_ENTRIES = {
     "sparse_conv2d_csr": {"sparse_conv2d_csr_f32", "sparse_conv2d_csr_f16"},
     "lowbit_batched_gemv": {f"lbgemv_{t}_w{b}_m{m}" for t in ("f32", "f16") for b in (8, 4, 2, 1) for m in (1, 2, 4, 8)}
     - {"lbgemv_f16_w2_m8"},
+    "lowbit_mma_gemm": {"lbmma_f16_w8", "lbmma_f16_w4", "lbmma_f16_w2"},
     "int8_gemm_dp4a": {"int8_gemm_dp4a", "quantize_int8_f32"},
 }
 

@@ -12,9 +12,9 @@ import zlib
 import numpy as np
 import pytest
 
-from edgec.kernels.ops import int8_launch, lowbit_launch, sparse_conv2d_launch
+from edgec.kernels.ops import int8_launch, lowbit_launch, mma_launch, sparse_conv2d_launch
 from edgec.kernels.packing import (CsrConv2dWeight, conv2d_output_size, int8_linear_reference, pack_csr_conv2d,
-                                   pack_lowbit, padded_k, quantize_int8_activation, quantize_int8_weight, repack_gemv,
+                                   pack_lowbit, padded_k, quantize_int8_activation, quantize_int8_weight, repack_gemv, repack_mma,
                                    sparse_conv2d_reference, unpack_lowbit_codes)
 
 
@@ -131,6 +131,38 @@ def _run_lowbit(emu, bits, shape, dtype, with_bias):
     tol = (2e-6 * bound + 1e-6) if dtype == "f32" else (2e-3 * bound + 1e-3 * np.abs(ref) + 1e-3)
     assert np.all(np.abs(y - ref) <= tol), f"max error {np.abs(y - ref).max()}"
     np.testing.assert_allclose(y[:, n // 2], 0.0 if bias is None else bias[n // 2], rtol=1e-3)
+
+
+# (M, N, K): one row / a full m16 tile / rows 8..15 partly live; K tails, several blocks along N
+MMA_SHAPES = [(1, 7, 300), (16, 20, 1100), (9, 33, 64), (4, 16, 2100)]
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("shape", MMA_SHAPES, ids=[f"M{m}-N{n}-K{k}" for m, n, k in MMA_SHAPES])
+def test_lowbit_tensor_core_kernel_matches_reference(emu, bits, shape):
+    """mma.sync runs as its portable shuffle equivalent: checks the fragment mapping, packing, reduction."""
+    m, n, k = shape
+    rng = np.random.default_rng(bits * 31 + m * 7 + n + k)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    w[n // 2] = 0.0
+    packed = pack_lowbit(w, bits)
+    g = repack_gemv(packed)
+    words = repack_mma(g)
+    kv = words.shape[1]
+    x = rng.standard_normal((m, k)).astype(np.float16).astype(np.float32)
+    xp = np.zeros((m, kv * 16 * (32 // bits)), np.float32)
+    xp[:, :k] = x
+    bias = rng.standard_normal(n).astype(np.float32)
+    grid, block = mma_launch(words.shape[0] * 8)
+    y = emu.run("lowbit_mma", f"lbmma_f16_w{bits}", {"x": xp.astype(np.float16), "words": words,
+                                                      "scales": g.scales, "bias": bias},
+                {"y": (np.float16, m * n)}, M=m, N=n, NP=words.shape[0] * 8, KV=kv, bits=bits, has_bias=1,
+                grid=grid, block=block)["y"].astype(np.float32).reshape(m, n)
+    q = unpack_lowbit_codes(packed).astype(np.float64)
+    ref = (x.astype(np.float64) @ q.T) * packed.scales + bias
+    bound = (np.abs(x) @ np.abs(q).T) * packed.scales + np.abs(bias)
+    assert np.all(np.abs(y - ref) <= 1e-5 * bound + 1e-3 * np.abs(ref) + 1e-3), f"max error {np.abs(y - ref).max()}"
+    np.testing.assert_allclose(y[:, n // 2], bias[n // 2], rtol=1e-3)
 
 
 # (M, N, K): one tile; K tail + two K stages + several tiles each way; wide N

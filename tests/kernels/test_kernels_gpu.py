@@ -151,7 +151,8 @@ def test_lowbit_module_caches_pointers_and_orders_with_every_stream(cuda):
     torch.testing.assert_close(lb(x), y0)
 
 
-def test_cuda_graph_mode_replays_a_converted_model(cuda):
+@pytest.mark.parametrize("m", [2, 8])  # CUDA-core GEMV / tensor-core kernel
+def test_cuda_graph_mode_replays_a_converted_model(cuda, m):
     from edgec.kernels.modules import CudaGraphed
 
     torch.manual_seed(4)
@@ -159,15 +160,15 @@ def test_cuda_graph_mode_replays_a_converted_model(cuda):
     converted, report = convert(model, bits=4)
     assert [r["action"] for r in report] == ["swapped"] * 3
     converted = converted.to(cuda).half()
-    x = torch.randn(2, 512, device=cuda, dtype=torch.float16)
+    x = torch.randn(m, 512, device=cuda, dtype=torch.float16)
     with torch.no_grad():
         eager = converted(x)
         graphed = CudaGraphed(converted, x)
         torch.testing.assert_close(graphed(x), eager)
-        x2 = torch.randn(2, 512, device=cuda, dtype=torch.float16)
+        x2 = torch.randn(m, 512, device=cuda, dtype=torch.float16)
         torch.testing.assert_close(graphed(x2).clone(), converted(x2))
     with pytest.raises(ops.KernelError, match="captured for"):
-        graphed(torch.randn(3, 512, device=cuda, dtype=torch.float16))
+        graphed(torch.randn(m + 1, 512, device=cuda, dtype=torch.float16))
 
 
 def test_lowbit_end_to_end_host_time_per_call(cuda):

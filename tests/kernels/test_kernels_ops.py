@@ -117,12 +117,33 @@ def test_lowbit_linear_arguments(fake_launch, bits):
     assert list(args[5:]) == [1, 10, kvec, 32] and args[3] == 0  # no bias: NULL
     assert args[1] == kernel.words.data_ptr() and args[2] == kernel.scales.data_ptr() and args[4] == y.data_ptr()
     kernel = ops.LowBitGemv(p, torch.zeros(10), device="cpu")
-    y = kernel(torch.randn(2, 3, 70).half())
+    y = kernel(torch.randn(1, 3, 70).half())
     entry, args, grid, _ = fake_launch[-1]
-    mb = 4 if bits == 2 else 8  # f16 2-bit has no MB = 8 entry: two blocks along y
-    assert entry == f"lbgemv_f16_w{bits}_m{mb}" and grid == (1, 6 // mb + (6 % mb > 0), 1) and y.shape == (2, 3, 10)
-    assert args[4] == y.data_ptr() and args[5] == 6 and args[3] == kernel.bias.data_ptr()
+    assert entry == f"lbgemv_f16_w{bits}_m4" and grid == (1, 1, 1) and y.shape == (1, 3, 10)  # 3 rows: MB 4
+    assert args[4] == y.data_ptr() and args[5] == 3 and args[3] == kernel.bias.data_ptr()
+    y = kernel(torch.randn(2, 3, 70))  # fp32: 6 rows on CUDA cores, MB 8 (f32 2-bit has MB 8 too)
+    assert fake_launch[-1][0] == f"lbgemv_f32_w{bits}_m8" and fake_launch[-1][2] == (1, 1, 1)
     assert kernel.words.shape == (16, 4 * kvec)  # rows padded to 16
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_fp16_batches_from_4_rows_take_the_tensor_core_kernel(fake_launch, bits):
+    from edgec.kernels.packing import repack_gemv, repack_mma
+
+    p = pack_lowbit(np.random.default_rng(bits).standard_normal((20, 300)), bits)
+    kernel = ops.LowBitGemv(p, device="cpu")
+    kernel(torch.randn(3, 300).half())
+    assert fake_launch[-1][0] == f"lbgemv_f16_w{bits}_m4"  # 3 rows: CUDA cores
+    y = kernel(torch.randn(2, 9, 300).half())  # 18 rows: two m16 launches
+    words, kv = kernel._mma
+    np.testing.assert_array_equal(words.numpy().view(np.uint32), repack_mma(repack_gemv(p)))  # GPU == numpy
+    (e1, a1, g1, b1), (e2, a2, g2, _) = fake_launch[-2:]
+    assert e1 == e2 == f"lbmma_f16_w{bits}" and g1 == g2 == (2, 1, 1) and b1 == (128, 1, 1) and y.shape == (2, 9, 20)
+    assert a1[1] == a2[1] == words.data_ptr() and list(a1[5:]) == [16, 20, kv] and list(a2[5:]) == [2, 20, kv]
+    kp = kv * 16 * (32 // bits)
+    assert a2[0] - a1[0] == 16 * kp * 2 and a2[4] - a1[4] == 16 * 20 * 2  # rows 16.. of x and y
+    kernel(torch.randn(5, 300))
+    assert fake_launch[-1][0] == f"lbgemv_f32_w{bits}_m8"  # fp32 x stays on CUDA cores
 
 
 def test_int8_linear_arguments(fake_gpu):

@@ -66,8 +66,8 @@ def test_wheel_contains_every_edgec_module(wheel):
 def test_loader_finds_the_sources_in_an_unpacked_wheel(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = "from edgec.kernels.loader import kernel_source; print(kernel_source('lowbit_gemv'))"
+    code = "from edgec.kernels.loader import kernel_source; print(kernel_source('lowbit_batched_gemv'))"
     r = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {code}"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert Path(r.stdout.strip()) == site / "edgec/kernels/cuda/lowbit_gemv.cu"
+    assert Path(r.stdout.strip()) == site / "edgec/kernels/cuda/lowbit_batched_gemv.cu"
