@@ -134,10 +134,11 @@ def int8_saturation(work: StageWork, x: np.ndarray, metrics: dict) -> list[str]:
     from edgec.compress.saturation import predict_saturation
 
     q = next((a for a in work.parents if a.stage == "quantize"), None)
-    if q is None or not q.metrics.get("files"):
+    if q is None or q.metrics.get("kind") != "int8":
         return []
     problems, found = [], {}
-    for name, desc in q.metrics["files"].items():
+    files = q.metrics.get("files") or {q.metrics["file"]: {"flavour": "s8s8", "runtime": "qat"}}  # QAT: one S8S8 file
+    for name, desc in files.items():
         pred = predict_saturation(q.file(name), x)
         found[name] = {"flavour": desc["flavour"], "saturates": pred["saturates"],
                        "max_saturated_fraction": pred["max_saturated_fraction"], "samples": pred["samples"],
