@@ -106,6 +106,8 @@ def goal_of(case: dict[str, Any]) -> float | None:
 
 # --------------------------------------------------------------------------- per-op setup
 _LOWBIT_LAYERS: dict[tuple[int, int, int], tuple] = {}  # the last low-bit layer, reused by the next case
+
+
 def _lowbit(case: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
