@@ -29,7 +29,6 @@ Exit status: 0 when every build passed, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -40,7 +39,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
-from ptq_robustness import _stage_metrics  # benchmarks/ (this script's folder) is on sys.path
+
+try:  # run as a script: benchmarks/ is on sys.path; imported from the repository root: the package
+    from ptq_robustness import _stage_metrics
+except ImportError:
+    from benchmarks.ptq_robustness import _stage_metrics
 
 from edgec.atomic import atomic_write_json
 

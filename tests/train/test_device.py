@@ -237,3 +237,22 @@ def test_text_teacher_fine_tunes_and_labels_on_the_gpu():
               TeacherTrainConfig(steps=1, batch_size=4, max_length=16, frozen_layers=6, lr=1e-3), progress=False)
     logits = predict_logits(model, tok, sentences, batch_size=3, max_length=16)
     assert logits.shape == (4, 2) and np.isfinite(logits).all()
+
+
+def test_gpu_recipes_benchmark_writes_valid_recipes_on_the_requested_device(tmp_path):
+    """benchmarks/gpu_recipes.py: every variant is a valid recipe with train.device set, benchmarking
+    off, epochs capped when asked and the quantize method it names (the builds themselves run on a GPU)."""
+    from benchmarks.gpu_recipes import DIGITS, MNIST, variant
+    from edgec.recipe import load_recipe
+
+    for name, (base, quantize) in {**DIGITS, **MNIST}.items():
+        r = load_recipe(variant(name, base, quantize, device="cuda", data=tmp_path, max_epochs=2, backend=None,
+                                folder=tmp_path))
+        assert r.name == name and r.train.device == "cuda" and not r.bench.enabled
+        assert max(r.teacher.train.epochs, r.distill.train.epochs, r.quantize.train.epochs) <= 2
+        assert r.quantize.method == (quantize or {}).get("method", load_recipe(base).quantize.method)
+        if r.data.name == "mnist":
+            assert r.data.path == str(tmp_path.resolve())
+    kept = load_recipe(variant("mnist", "mnist", None, device="cpu", data=None, max_epochs=0, backend="onnxruntime",
+                               folder=tmp_path))
+    assert kept.teacher.train.epochs == load_recipe("mnist").teacher.train.epochs and kept.engine.backend == "onnxruntime"
