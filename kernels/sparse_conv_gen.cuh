@@ -44,6 +44,7 @@ __device__ __forceinline__ void scg_store(__half* p, float v) { *p = __float2hal
 #define SCG_TILES_W ((SCG_OW + SCG_TW - 1) / SCG_TW)
 #define SCG_COL_STEP (SCG_THREADS < SCG_TW_IN ? SCG_THREADS : SCG_TW_IN)
 #define SCG_ROWS_PER_PASS (SCG_THREADS / SCG_COL_STEP)  // tile rows the block stages per pass
+#define SCG_PASSES ((SCG_CC * SCG_TH_IN + SCG_ROWS_PER_PASS - 1) / SCG_ROWS_PER_PASS)
 
 // Resident blocks asked of ptxas: enough to allow 128 registers per thread. With the thread count alone, CUDA 13's
 // ptxas capped small blocks at 32-40 registers on sm_90 and spilled the accumulators.
@@ -73,12 +74,20 @@ sparse_conv_gen(const SCG_T* __restrict__ x, const float* __restrict__ bias, SCG
   for (int step = 0; step < SCG_CHUNKS; ++step) {
     if (step > 0) __syncthreads();  // everyone is done reading the previous step's tile
     if (stager) {
-#pragma unroll 4
-      for (int rr = lrow; rr < SCG_CC * SCG_TH_IN; rr += SCG_ROWS_PER_PASS) {  // rr = channel * TH_IN + row
+      // fully unrolled (a compile-time pass count): every load of the step is in flight before the first store
+#pragma unroll
+      for (int pass = 0; pass < SCG_PASSES; ++pass) {
+        const int rr = lrow + pass * SCG_ROWS_PER_PASS;  // rr = channel * TH_IN + row
+        if (rr >= SCG_CC * SCG_TH_IN) break;
         const int cl = rr / SCG_TH_IN, r = rr - cl * SCG_TH_IN;
         const int c = step * SCG_CC + cl, ih = ih0 + r;
         const bool row_ok = c < SCG_C && (unsigned)ih < (unsigned)SCG_H;
+#if SCG_THREADS >= SCG_TW_IN  // one column per thread: straight-line loads
+        {
+          const int lcol = lcol0;
+#else
         for (int lcol = lcol0; lcol < SCG_TW_IN; lcol += SCG_COL_STEP) {
+#endif
           const int iw = iw0 + lcol;
           float v = 0.f;
           if (row_ok && (unsigned)iw < (unsigned)SCG_W) v = scg_load(xn + ((size_t)c * SCG_H + ih) * SCG_W + iw);
