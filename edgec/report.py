@@ -62,7 +62,8 @@ def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
                    "fp32_val_accuracy": d["fp32_val_accuracy"],
                    "val_accuracy_steps": [{"float_layers": st["float_layers"], "val_accuracy": st["val_accuracy"]}
                                           for st in d["steps"]],
-                   "avx2_saturates": (sat.get(name) or {}).get("saturates")}
+                   "avx2_saturates": (sat.get(name) or {}).get("saturates"),
+                   "avx2_predicted_accuracy": (sat.get(name) or {}).get("avx2_predicted_accuracy")}
             for name, d in q.metrics["files"].items()}
     if "student_lowbit" in models:
         summary["lowbit_accuracy_drop"] = verify["lowbit_accuracy_drop"]
@@ -111,6 +112,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, f in (s.get("int8_files") or {}).items():
         steps = " -> ".join(f"{st['val_accuracy']:.4f}" for st in f["val_accuracy_steps"])
         sat = {True: "saturates", False: "no saturation", None: "not checked"}[f["avx2_saturates"]]
+        if f.get("avx2_predicted_accuracy") is not None:
+            sat += f" (predicted test accuracy {f['avx2_predicted_accuracy']:.4f})"
         lines.append(f"- `{name}` ({f['flavour']}, {f['runtime']}): validation accuracy FP32 "
                      f"{f['fp32_val_accuracy']:.4f}, INT8 {steps}; layers kept in float: "
                      f"{', '.join(f['float_layers']) or 'none'}; x86 without VNNI (emulated): {sat}")

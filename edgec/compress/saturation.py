@@ -101,8 +101,10 @@ def _quantized_layers(model: onnx.ModelProto) -> list[dict[str, Any]]:
             w_q = _quantize(static[q.input[0]], static[q.input[1]],
                             static.get(q.input[2]) if len(q.input) > 2 else None, _attr(q, "axis", 1))
         a_zp = static.get(dq_a.input[2]) if len(dq_a.input) > 2 and dq_a.input[2] else None
+        w_scale = static.get(dq_w.input[1])
         layers.append({"node": node, "activation": dq_a.input[0], "weight": w_q,
-                       "a_zero_point": int(np.asarray(a_zp).ravel()[0]) if a_zp is not None else 0})
+                       "a_zero_point": int(np.asarray(a_zp).ravel()[0]) if a_zp is not None else 0,
+                       "a_scale": static.get(dq_a.input[1]), "w_scale": w_scale if w_scale is not None else 1.0})
     return layers
 
 
@@ -135,8 +137,10 @@ def _activations(model: onnx.ModelProto, names: list[str], x: np.ndarray) -> dic
     return dict(zip(names, outs))
 
 
-def _conv_matrices(node: onnx.NodeProto, a: np.ndarray, w: np.ndarray, zp: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per group: (A [M, K], W [K, Cout]) with K ordered (kernel position, input channel), as MLAS packs it."""
+def _conv_matrices(node: onnx.NodeProto, a: np.ndarray, w: np.ndarray,
+                   zp: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[int, int]]:
+    """Per group: (A [M, K], W [K, Cout]) with K ordered (kernel position, input channel), as MLAS packs
+    it; and the output's (height, width)."""
     if a.ndim != 4:
         raise ValueError(f"{node.op_type} '{node.name}': only 2-D convolutions are emulated")
     n, c, h, wd = a.shape
@@ -161,7 +165,7 @@ def _conv_matrices(node: onnx.NodeProto, a: np.ndarray, w: np.ndarray, zp: int) 
         pa = patches[..., g * cin_g:(g + 1) * cin_g].reshape(n * oh * ow, kh * kw * cin_g)
         wg = w[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g, kh * kw).transpose(2, 1, 0)
         out.append((pa, wg.reshape(kh * kw * cin_g, cout_g)))
-    return out
+    return out, (oh, ow)
 
 
 def _gemm_matrices(node: onnx.NodeProto, a: np.ndarray, w: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -171,8 +175,10 @@ def _gemm_matrices(node: onnx.NodeProto, a: np.ndarray, w: np.ndarray) -> list[t
     return [(a.reshape(-1, a.shape[-1]), w.reshape(-1, w.shape[-1]) if w.ndim == 2 else w)]
 
 
-def _pair_stats(a_u8: np.ndarray, w_s8: np.ndarray, a_true: np.ndarray) -> tuple[int, int, float, float]:
-    """(pairs, saturated pairs, sum |accumulator error|, sum |true dot product|) over A [M, K] x W [K, N]."""
+def _pair_stats(a_u8: np.ndarray, w_s8: np.ndarray, a_true: np.ndarray,
+                per_output: bool = False) -> tuple[int, int, float, float, np.ndarray | None]:
+    """(pairs, saturated pairs, sum |accumulator error|, sum |true dot product|, the [M, N] accumulator
+    errors if ``per_output``) over A [M, K] x W [K, N]."""
     k = a_u8.shape[1]
     if k % 2:  # MLAS pads K with zeros; a zero byte adds nothing to its pair
         a_u8 = np.pad(a_u8, ((0, 0), (0, 1)))
@@ -185,15 +191,53 @@ def _pair_stats(a_u8: np.ndarray, w_s8: np.ndarray, a_true: np.ndarray) -> tuple
     rows = max(1, _CHUNK // max(1, (kk // 2) * n_out))
     total = sat = 0
     err = ref = 0.0
+    errors = np.zeros((m, n_out), np.int64) if per_output else None
     for i in range(0, m, rows):
         ap = a32[i:i + rows].reshape(-1, kk // 2, 2)
         pairs = np.einsum("mjp,jpo->mjo", ap, wp)  # exact int32 pair sums
         clipped = np.clip(pairs, INT16_MIN, INT16_MAX)
         total += pairs.size
         sat += int(np.count_nonzero(clipped != pairs))
-        err += float(np.abs((clipped - pairs).sum(axis=1, dtype=np.int64)).sum())
+        e = (clipped - pairs).sum(axis=1, dtype=np.int64)
+        if errors is not None:
+            errors[i:i + rows] = e
+        err += float(np.abs(e).sum())
         ref += float(np.abs(a_true[i:i + rows].astype(np.int64) @ w32.astype(np.int64)).sum())
-    return total, sat, err, ref
+    return total, sat, err, ref, errors
+
+
+def _layer(lay: dict[str, Any], a: np.ndarray, per_output: bool = False) -> tuple[dict[str, Any], np.ndarray | None]:
+    """One layer's saturation statistics on its quantized input ``a``; with ``per_output`` also the
+    float error the saturation adds to its output (same layout as the output: NCHW or [M, N])."""
+    node, w, zp = lay["node"], lay["weight"], lay["a_zero_point"]
+    entry: dict[str, Any] = {"node": node.name or node.output[0], "op": node.op_type}
+    if a.dtype == np.uint8 and w.dtype == np.uint8:
+        entry.update(kernel="u8u8 (VPMADDWD)", pairs=0, saturated_fraction=0.0, output_error=0.0)
+        return entry, None
+    if w.dtype != np.int8:
+        entry.update(kernel="s8u8 (not emulated)", pairs=0, saturated_fraction=None, output_error=None)
+        return entry, None
+    a_u8 = a.astype(np.int32) + (128 if a.dtype == np.int8 else 0)  # ORT flips s8 activations to u8
+    zp_u8 = zp + (128 if a.dtype == np.int8 else 0)
+    mats, out_hw = (_conv_matrices(node, a_u8, w, zp_u8) if node.op_type == "Conv"
+                    else (_gemm_matrices(node, a_u8, w), None))
+    pairs = sat = 0
+    err = ref = 0.0
+    parts = []
+    for am, wm in mats:
+        p, s, e, r, per = _pair_stats(am, wm, am - zp_u8, per_output)
+        pairs, sat, err, ref = pairs + p, sat + s, err + e, ref + r
+        parts.append(per)
+    entry.update(kernel="u8s8 (VPMADDUBSW)", pairs=pairs, saturated_fraction=sat / max(pairs, 1),
+                 output_error=err / ref if ref else 0.0)
+    if not per_output:
+        return entry, None
+    e_int = np.concatenate(parts, axis=1).astype(np.float64)  # [M, Cout] (groups side by side)
+    scale = np.asarray(lay["a_scale"], np.float64) * np.asarray(lay["w_scale"], np.float64).reshape(1, -1)
+    e_float = e_int * scale
+    if out_hw is not None:  # Conv: [N*OH*OW, Cout] -> NCHW
+        e_float = e_float.reshape(a.shape[0], *out_hw, -1).transpose(0, 3, 1, 2)
+    return entry, e_float.astype(np.float32)
 
 
 def predict_saturation(path_or_model: str | Path | onnx.ModelProto, x: np.ndarray, *,
@@ -212,34 +256,63 @@ def predict_saturation(path_or_model: str | Path | onnx.ModelProto, x: np.ndarra
     model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(str(path_or_model))
     layers = _quantized_layers(model)
     acts = _activations(model, sorted({lay["activation"] for lay in layers}), np.asarray(x)[:max_samples]) if layers else {}
-    results = []
-    for lay in layers:
-        node, w, zp = lay["node"], lay["weight"], lay["a_zero_point"]
-        a = acts[lay["activation"]]
-        entry: dict[str, Any] = {"node": node.name or node.output[0], "op": node.op_type}
-        if a.dtype == np.uint8 and w.dtype == np.uint8:
-            entry.update(kernel="u8u8 (VPMADDWD)", pairs=0, saturated_fraction=0.0, output_error=0.0)
-            results.append(entry)
-            continue
-        if w.dtype != np.int8:
-            entry.update(kernel="s8u8 (not emulated)", pairs=0, saturated_fraction=None, output_error=None)
-            results.append(entry)
-            continue
-        a_u8 = a.astype(np.int32) + (128 if a.dtype == np.int8 else 0)  # ORT flips s8 activations to u8
-        zp_u8 = zp + (128 if a.dtype == np.int8 else 0)
-        mats = (_conv_matrices(node, a_u8, w, zp_u8) if node.op_type == "Conv"
-                else _gemm_matrices(node, a_u8, w))
-        pairs = sat = 0
-        err = ref = 0.0
-        for am, wm in mats:
-            p, s, e, r = _pair_stats(am, wm, am - zp_u8)
-            pairs, sat, err, ref = pairs + p, sat + s, err + e, ref + r
-        entry.update(kernel="u8s8 (VPMADDUBSW)", pairs=pairs, saturated_fraction=sat / max(pairs, 1),
-                     output_error=err / ref if ref else 0.0)
-        results.append(entry)
+    results = [_layer(lay, acts[lay["activation"]])[0] for lay in layers]
     fractions = [r["saturated_fraction"] for r in results if r["saturated_fraction"] is not None]
     return {"saturates": any(f > 0 for f in fractions), "max_saturated_fraction": max(fractions, default=0.0),
             "samples": int(min(len(x), max_samples)), "layers": results}
 
 
-__all__ = ["INT16_MAX", "INT16_MIN", "predict_saturation", "vpmaddubsw"]
+def predict_avx2_logits(path_or_model: str | Path | onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """The model's first output on ``x`` as an x86 CPU without VNNI would compute it (predicted).
+
+    Runs the QDQ model with graph optimisations off, adding to each quantized layer's output the
+    error its saturated VPMADDUBSW pair sums cause (layer by layer: a layer's error changes the next
+    layer's inputs), i.e. one run per quantized layer plus one. Rounding inside ONNX Runtime's fused
+    integer kernels differs slightly from this float reference; saturation dominates where it occurs.
+
+    Example:
+        >>> (predict_avx2_logits("model.int8.onnx", x_test).argmax(1) == y_test).mean()
+        0.90
+    """
+    import onnxruntime as ort
+
+    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(str(path_or_model))
+    layers = _quantized_layers(model)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    nodes = {n.name or n.output[0]: n for n in m.graph.node}
+    for i, lay in enumerate(layers):
+        node = nodes[lay["node"].name or lay["node"].output[0]]
+        y = node.output[0]
+        node.output[0] = f"{y}__edgec_exact"
+        m.graph.node.append(onnx.helper.make_node("Add", [node.output[0], f"edgec_sat_{i}"], [y]))
+        m.graph.input.append(onnx.helper.make_tensor_value_info(f"edgec_sat_{i}", onnx.TensorProto.FLOAT, None))
+    names = sorted({lay["activation"] for lay in layers})
+    for name in names:
+        m.graph.output.append(onnx.ValueInfoProto(name=name))
+    order = []  # graph order: each appended Add right after its layer
+    adds = {n.input[0]: n for n in m.graph.node if n.op_type == "Add" and n.input[0].endswith("__edgec_exact")}
+    for n in m.graph.node:
+        if n.op_type == "Add" and n.input[0].endswith("__edgec_exact"):
+            continue
+        order.append(n)
+        if n.output and n.output[0] in adds:
+            order.append(adds[n.output[0]])
+    del m.graph.node[:]
+    m.graph.node.extend(order)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feeds: dict[str, np.ndarray] = {sess.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
+    feeds.update({f"edgec_sat_{i}": np.zeros((), np.float32) for i in range(len(layers))})
+    out_name = model.graph.output[0].name
+    for i, lay in enumerate(layers):  # each layer's error, given the (already erroneous) inputs it sees
+        acts = dict(zip(names, sess.run(names, feeds)))
+        _, err = _layer(lay, acts[lay["activation"]], per_output=True)
+        if err is not None:
+            feeds[f"edgec_sat_{i}"] = err
+    return sess.run([out_name], feeds)[0]
+
+
+__all__ = ["INT16_MAX", "INT16_MIN", "predict_avx2_logits", "predict_saturation", "vpmaddubsw"]

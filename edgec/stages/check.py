@@ -126,12 +126,15 @@ def int8_problems(preds: dict[str, np.ndarray], results: dict, v, metrics: dict)
     return problems
 
 
-def int8_saturation(work: StageWork, x: np.ndarray, metrics: dict) -> list[str]:
+AVX2_PREDICTION_SAMPLES = 512  # test images the end-to-end AVX2 prediction runs on (it re-runs the model per layer)
+
+
+def int8_saturation(work: StageWork, x: np.ndarray, metrics: dict, y: np.ndarray | None = None) -> list[str]:
     """Predict, by emulating VPMADDUBSW (:mod:`edgec.compress.saturation`), whether each PTQ INT8 file
     saturates ONNX Runtime on an x86 CPU without VNNI; into ``metrics["avx2_saturation"]``. A problem
     only when the ONNX Runtime CPU file has a flavour meant to be safe on every CPU and still saturates."""
     from edgec.compress.int8_cpu import SAFE_EVERYWHERE
-    from edgec.compress.saturation import predict_saturation
+    from edgec.compress.saturation import predict_avx2_logits, predict_saturation
 
     q = next((a for a in work.parents if a.stage == "quantize"), None)
     if q is None or q.metrics.get("kind") != "int8":
@@ -144,10 +147,16 @@ def int8_saturation(work: StageWork, x: np.ndarray, metrics: dict) -> list[str]:
                        "max_saturated_fraction": pred["max_saturated_fraction"], "samples": pred["samples"],
                        "layers": [{k: lay[k] for k in ("node", "saturated_fraction", "output_error")}
                                   for lay in pred["layers"]]}
+        if y is not None and pred["saturates"]:  # what an x86 CPU without VNNI would score (predicted)
+            n = AVX2_PREDICTION_SAMPLES
+            logits = predict_avx2_logits(q.file(name), x[:n])
+            found[name].update(avx2_predicted_accuracy=float((logits.argmax(1) == y[:n]).mean()),
+                               avx2_predicted_on=int(len(y[:n])))
         worst = max(pred["layers"], key=lambda lay: lay["output_error"] or 0, default=None)
         say(f"  {name:<20} {desc['flavour']:<13} on x86 without VNNI: "
             + (f"saturates ({pred['max_saturated_fraction']:.2%} of pairs at worst; {worst['node']} output error "
-               f"{worst['output_error']:.1%})" if pred["saturates"] else "no saturation"))
+               f"{worst['output_error']:.1%}; predicted accuracy {found[name].get('avx2_predicted_accuracy', float('nan')):.4f})"
+               if pred["saturates"] else "no saturation"))
         if pred["saturates"] and desc["flavour"] in SAFE_EVERYWHERE and desc.get("runtime") == "onnxruntime-cpu":
             problems.append(f"{name} ({desc['flavour']}) is predicted to saturate on x86 CPUs without VNNI")
     metrics["avx2_saturation"] = found
@@ -176,7 +185,7 @@ def verify(ctx: BuildContext, work: StageWork) -> None:
         work.metrics["lowbit_accuracy_drop"] = (results["student_fp32_onnx"]["accuracy"]
                                                 - results["student_lowbit"]["accuracy"])
     problems += int8_problems(preds, results, v, work.metrics)
-    problems += int8_saturation(work, test.x, work.metrics)
+    problems += int8_saturation(work, test.x, work.metrics, test.y)
     problems += _verify_engine(logits, results, v, work.metrics)
     atomic_write_json(work.path / "verify.json", work.metrics)
     if problems:

@@ -9,7 +9,8 @@ from torch import nn
 
 from edgec.compress.int8_cpu import choose_cpu_flavour, int8_isa
 from edgec.compress.quantize import quantize_qdq
-from edgec.compress.saturation import predict_saturation, vpmaddubsw
+from edgec.compress.ptq_accuracy import reference_logits
+from edgec.compress.saturation import predict_avx2_logits, predict_saturation, vpmaddubsw
 from edgec.export.onnx import export_onnx
 from edgec.export.qdq import qdq_problems
 
@@ -81,3 +82,15 @@ def test_cpu_detection_and_flavour_choice():
     assert choose_cpu_flavour("auto", "other") == "reduce_range"
     assert choose_cpu_flavour("auto", "x86-vnni") == "s8s8"
     assert choose_cpu_flavour("u8u8", "x86-vnni") == "u8u8"
+
+
+def test_predicted_avx2_outputs(big_first_layer):
+    """No saturation (reduce_range): the prediction is the plain QDQ reference, exactly. S8S8: the
+    saturated first layer moves the logits."""
+    fp32, x, folder = big_first_layer
+    xs = x[64:96]
+    rr = quantize_qdq(fp32, folder / "p_rr.onnx", x[:64], method="minmax", flavour="reduce_range")
+    np.testing.assert_array_equal(predict_avx2_logits(rr, xs), reference_logits(rr, xs))
+    s8 = quantize_qdq(fp32, folder / "p_s8.onnx", x[:64], method="minmax", flavour="s8s8")
+    ref, pred = reference_logits(s8, xs), predict_avx2_logits(s8, xs)
+    assert pred.shape == ref.shape and np.abs(pred - ref).max() > 0.05 * np.abs(ref).max()
