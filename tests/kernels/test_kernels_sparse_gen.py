@@ -97,8 +97,8 @@ def test_same_layer_same_digest_other_weights_other_digest():
 
 def test_default_tiling_for_the_benchmark_layer():
     t = sc.default_tiling((56, 56), 64, 64)
-    assert t == sc.Tiling(th=1, tw=32, g=8, cc=32, gpb=8) and t.threads == 256  # all 8 groups share one tile
-    assert 3 * 34 * 4 * t.cc <= sc.SMEM_BUDGET  # 3-row haloed tile of 34 columns x 32 channels per step
+    assert t == sc.Tiling(th=1, tw=32, g=8, cc=64, gpb=8) and t.threads == 256  # all 8 groups share one tile
+    assert 3 * 34 * 4 * t.cc <= sc.SMEM_BUDGET  # 3-row haloed tile of 34 columns x all 64 channels: one step
     cands = sc.candidate_tilings((56, 56), 64, 64)
     assert cands[0] == t and len(set(cands)) == len(cands) == 4
     assert all(c.threads <= 512 and (c.th * c.tw) % 32 == 0 for c in cands)
