@@ -144,6 +144,10 @@ def _need_gpu() -> None:
         pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False)")
 
 
+# Training is what these check: no TensorRT engine builds, no benchmark (a short GPU session).
+ORT_ONLY = {"engine": {"backend": "onnxruntime"}, "bench": {"enabled": False}}
+
+
 @pytest.fixture(scope="module")
 def gpu_run(tmp_path_factory) -> Path:
     """One run folder for the GPU builds below: teacher, student and export are built once and reused."""
@@ -156,7 +160,7 @@ def test_single_process_build_trains_on_the_gpu(gpu_run):
     _need_gpu()
     from edgec.pipeline import build
 
-    recipe = write_recipe(gpu_run, bench={"enabled": False})
+    recipe = write_recipe(gpu_run, **ORT_ONLY)
     result = build(recipe, out=gpu_run / "run", progress=False)
     for stage in ("teacher", "distill"):
         (folder,) = [p for p in (gpu_run / "run").glob(f"{stage}-*") if not p.name.endswith(".work")]
@@ -182,7 +186,7 @@ def test_quantized_training_on_the_gpu_passes_parity_with_tf32_on(gpu_run, metho
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
     quantize = {"method": method, "bits": bits, "train": {"epochs": 1, "batch_size": 64, "lr": 1e-3}}
     try:
-        result = build(write_recipe(gpu_run, train={"device": "cuda"}, bench={"enabled": False},
+        result = build(write_recipe(gpu_run, train={"device": "cuda"}, **ORT_ONLY,
                                     quantize={k: v for k, v in quantize.items() if v is not None}),
                        out=gpu_run / "run", progress=False)
     finally:
