@@ -6,9 +6,11 @@ anchored on Polygraphy's comparator (``polygraphy run --atol/--rtol``): an outpu
 max/mean absolute difference, the top-1 agreement over the last axis, the fraction of outputs
 outside the tolerance and, when labels are given, both accuracies and the drop.
 
-References computed by torch on a GPU must not use TF32 (Ampere and newer run FP32 matmuls and
-convolutions in TF32 by default for cuDNN, which moves logits by ~1e-3 and fails a 1e-4 parity
-check against ONNX Runtime's FP32): :func:`torch_outputs` runs the model under :func:`full_fp32`.
+References computed by torch on a GPU must not use TF32: on Ampere and newer torch lets cuDNN run
+FP32 convolutions in TF32 by default (``torch.backends.cudnn.allow_tf32``; matmuls too once a user
+sets ``float32_matmul_precision("high")``), which moved a BinaryConnect student's logits by 2.2e-3 on
+an H200 and failed parity against ONNX Runtime's FP32. :func:`torch_outputs` runs the model under
+:func:`full_fp32`.
 
 Example:
     >>> ref = torch_outputs(model, x)                     # FP32, TF32 off, on the model's device
