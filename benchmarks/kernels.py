@@ -25,12 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--trials", type=int, default=3, help="fresh random inputs checked against FP32 per case")
     ap.add_argument("--quick", action="store_true", help="4 cases, for a smoke run")
+    ap.add_argument("--only", default="", help="comma-separated ops to run: lowbit, int8, sparse (default all)")
     args = ap.parse_args(argv)
     reason = bench.gpu_missing()
     if reason:
         print(f"kernels benchmark skipped: {reason}. No results written.")
         return 0
-    doc = bench.run(quick=args.quick, iters=args.iters, warmup=args.warmup, trials=args.trials, progress=print)
+    only = tuple(w.strip() for w in args.only.split(",") if w.strip())
+    doc = bench.run(quick=args.quick, iters=args.iters, warmup=args.warmup, trials=args.trials, progress=print,
+                    only=only)
     print(bench.format_table(doc))
     out = args.out or bench.default_output(doc, Path(__file__).parent / "results")
     out.parent.mkdir(parents=True, exist_ok=True)

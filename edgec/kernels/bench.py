@@ -83,8 +83,14 @@ def require_gpu() -> None:
                               "`edgec kernels check` compiles them without a GPU; `edgec doctor` lists what is missing")
 
 
-def cases(quick: bool = False) -> list[dict[str, Any]]:
-    """The benchmark cases (no GPU needed): op, shape and, for low-bit, bits."""
+def cases(quick: bool = False, only: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The benchmark cases (no GPU needed): op, shape and, for low-bit, bits; ``only`` keeps the ops whose name
+    contains one of its words (e.g. ``("int8", "sparse")``)."""
+    every = _cases(quick)
+    return [c for c in every if not only or any(word in c["op"] for word in only)]
+
+
+def _cases(quick: bool) -> list[dict[str, Any]]:
     if quick:
         return [{"op": "lowbit_linear", "bits": 4, "shape": [1, 4096, 4096]},
                 {"op": "int8_linear", "shape": [1, 4096, 4096]}, {"op": "int8_linear", "shape": [16, 4096, 4096]},
@@ -268,7 +274,7 @@ def machine() -> dict[str, Any]:
 
 
 def run(quick: bool = False, iters: int = 100, warmup: int = 20, progress: Progress | None = None,
-        trials: int = 3) -> dict[str, Any]:
+        trials: int = 3, only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run every case on GPU 0; returns the results document (schema ``edgec.kernels.bench/2``).
 
     Raises :class:`EdgecError` first (see :func:`require_gpu`) when the kernels cannot run here.
@@ -287,7 +293,7 @@ def run(quick: bool = False, iters: int = 100, warmup: int = 20, progress: Progr
     copy_gbps = copy_bandwidth_gbps()
     flush = L2Flush()
     rows = []
-    for case in cases(quick):
+    for case in cases(quick, only):
         t0 = time.perf_counter()
         row = run_case(case, iters, warmup, trials, flush, copy_gbps)
         rows.append(row)

@@ -71,6 +71,8 @@ def test_cases_cover_the_issue_table_and_goals():
     assert goals["sparse conv 64->64 56x56 90% b1"] == 1.5
     assert goals["sparse conv 64->64 56x56 90% b8"] is None and goals["INT8 m=32 4096x4096"] is None
     assert len(bench.cases(quick=True)) == 4
+    assert {c["op"] for c in bench.cases(only=("int8", "sparse"))} == {"int8_linear", "sparse_conv2d"}
+    assert len(bench.cases(only=("lowbit",))) == 9
 
 
 def _ev(name, start, dur):
