@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import weakref
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,14 +23,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgec.kernels import ops
+from edgec.kernels import ops, sparse_codegen
 from edgec.kernels.loader import KernelError, shared_stream
 from edgec.kernels.packing import (CsrConv2dWeight, GemvWeight, LowBitWeight, PackingError, dequantize_gemv,
                                    pack_csr_conv2d, pack_lowbit, pack_lowbit_codes, repack_gemv)
 
 
+# SparseConv2d -> {(h, w, half, weight version, weight pointer): generated kernel}; outside the module so that
+# deepcopy / pickling of a model never meets pycuda objects
+_GENERATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class SparseConv2d(nn.Module):
     """Conv2d with unstructured-sparse weights stored as CSR (groups=1, zero padding).
+
+    On CUDA it runs a kernel generated for this layer (every nonzero an FFMA immediate; see
+    :mod:`edgec.kernels.sparse_codegen`), falling back to the CSR kernel for very large layers.
 
     Example:
         >>> sc = SparseConv2d.from_conv(pruned_conv)
@@ -80,8 +89,29 @@ class SparseConv2d(nn.Module):
         dense[rows, self.col_idx.long()] = self.values
         return dense.view(self.weight_shape)
 
+    # Above this many nonzeros the generated source (one FFMA per nonzero) takes long to compile: CSR kernel.
+    CODEGEN_MAX_NNZ = 65536
+
+    def generated(self, h: int, w: int, half: bool) -> sparse_codegen.SparseConvKernel | None:
+        """The layer's generated kernel (:mod:`edgec.kernels.sparse_codegen`) for ``h x w`` fp16/fp32 inputs:
+        made on first use, compiled once per layer and GPU (cubin cached on disk), kept per module; None for
+        layers with more than ``CODEGEN_MAX_NNZ`` nonzeros (they run the CSR kernel)."""
+        if int(self.values.numel()) > self.CODEGEN_MAX_NNZ:
+            return None
+        kernels = _GENERATED.setdefault(self, {})
+        key = (h, w, half, self.values._version, self.values.data_ptr())  # weights edited in place: regenerate
+        if key not in kernels:
+            gen = sparse_codegen.generate(self.dense_weight().cpu().numpy(), h, w, stride=self.stride,
+                                          padding=self.padding, dilation=self.dilation, half=half)
+            kernels[key] = sparse_codegen.SparseConvKernel(gen)
+        return kernels[key]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] -> [N, Cout, OH, OW]
         if x.is_cuda:
+            kernel = (self.generated(x.shape[2], x.shape[3], x.dtype == torch.float16)
+                      if x.dim() == 4 and x.dtype in (torch.float16, torch.float32) else None)
+            if kernel is not None:
+                return kernel(x, self.bias)
             return ops.sparse_conv2d(x, self.packed(), self.bias, stride=self.stride, padding=self.padding,
                                      dilation=self.dilation)
         y = F.conv2d(x.float(), self.dense_weight(), self.bias, self.stride, self.padding, self.dilation)

@@ -149,3 +149,50 @@ def test_generated_conv_on_gpu_strided_fp32(cuda, tmp_path, monkeypatch):
     assert y.shape == ref.shape and float((y - ref).abs().max()) < 1e-4
     with pytest.raises(KernelError, match="takes"):
         k(x.half())
+
+
+def test_sparse_conv2d_module_generates_one_kernel_per_input_size(monkeypatch):
+    import torch
+
+    from edgec.kernels.modules import SparseConv2d
+
+    made = []
+
+    class FakeKernel:
+        def __init__(self, gen):
+            made.append(gen)
+            self.gen = gen
+
+    monkeypatch.setattr(sc, "SparseConvKernel", FakeKernel)
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1, stride=(2, 1))
+    with torch.no_grad():
+        conv.weight[conv.weight.abs() < 0.1] = 0
+    m = SparseConv2d.from_conv(conv)
+    k1 = m.generated(10, 12, True)
+    assert m.generated(10, 12, True) is k1 and len(made) == 1  # cached per module
+    assert m.generated(10, 12, False) is not k1 and m.generated(9, 12, True).gen.out_hw == (5, 12)
+    assert k1.gen.nnz == int((conv.weight != 0).sum()) and k1.gen.half and k1.gen.out_hw == (5, 12)
+    with torch.no_grad():
+        m.values.mul_(2)  # weights edited in place: a new kernel
+    assert m.generated(10, 12, True) is not k1
+    monkeypatch.setattr(SparseConv2d, "CODEGEN_MAX_NNZ", 3)
+    assert m.generated(10, 12, True) is None  # too many nonzeros to specialise: the CSR kernel runs
+
+
+@pytest.mark.gpu
+def test_sparse_conv2d_module_on_gpu(cuda, tmp_path, monkeypatch):
+    import torch
+
+    from edgec.kernels.modules import SparseConv2d
+
+    monkeypatch.setenv("EDGEC_KERNEL_CACHE", str(tmp_path))
+    conv = torch.nn.Conv2d(16, 24, 3, padding=1).to(cuda)
+    with torch.no_grad():
+        conv.weight[torch.rand_like(conv.weight) < 0.85] = 0
+    m = SparseConv2d.from_conv(conv).to(cuda)
+    x = torch.randn(2, 16, 20, 30, device=cuda)
+    with torch.no_grad():
+        ref = conv(x)
+        for xin in (x, x.half()):
+            y = m(xin)
+            assert y.dtype == xin.dtype and float((y.float() - ref).abs().max() / ref.abs().max()) < 2e-3
