@@ -5,7 +5,7 @@
 //
 // Entry points: lbgemv_<x dtype>_w<bits>_m<MB>, x dtype f16 (HFMA2, fp32 per-word accumulation) or
 // f32 (FFMA), bits 8/4/2/1, MB = 1, 2, 4, 8 (ops picks the
-// smallest MB >= M, up to 8; M = 3 runs MB = 4 with one row masked; f16 2-bit stops at MB = 4).
+// smallest MB >= M, up to 8; M = 3 runs MB = 4 with one row masked; f16 2-bit and f32 1-bit stop at MB = 4).
 //   args: (const T* x [M, KP], const uint4* w [N, kvec], const float* scales [N],
 //          const float* bias_or_NULL [N], T* y [M, N], int M, int N, int kvec, int kt)
 //
@@ -25,4 +25,6 @@ LBG_ALL_MB(f16, __half, 1)
 LBG_ALL_MB(f32, float, 8)
 LBG_ALL_MB(f32, float, 4)
 LBG_ALL_MB(f32, float, 2)
-LBG_ALL_MB(f32, float, 1)
+// fp32 1-bit: no MB = 8 (32 fp32 x values per word and row of x spill there); M > 4 runs MB = 4 blocks
+LBG_ENTRY(lbgemv_f32_w1_m1, 1, 1, float) LBG_ENTRY(lbgemv_f32_w1_m2, 1, 2, float)
+LBG_ENTRY(lbgemv_f32_w1_m4, 1, 4, float)

@@ -13,7 +13,8 @@
 //   BITS 8/4/2: the field is offset binary u = q + 2^(BITS-1) (q in [-(2^(BITS-1)-1), 2^(BITS-1)-1]),
 //   so 0x6400 | (u << s) is the half 1024 + u*2^s and one HSUB2/HFMA2 gives q exactly (the LOP3
 //   "magic number" of Marlin / FasterTransformer; BITS 8 builds 0x64|u with PRMT instead).
-//   BITS 1: bit 1 -> q = +1, bit 0 -> q = -1; applied as a sign flip (XOR) of x, then an add.
+//   BITS 1: bit 1 -> q = +1, bit 0 -> q = -1; applied as a sign flip (XOR) of x where the bit is 1,
+//   adds, and one subtraction of the word's sum (sum q x = -sum of the flipped x).
 //   Weights past K are zero fields (x past K is zero too, see below).
 // x [M, KP] row-major, KP = kvec * WPV: the caller pads each row with zeros past K (no tails here,
 //   and every x row starts 16-byte aligned). y [M, N]. scales [N] fp32, bias [N] fp32 or NULL.
@@ -29,7 +30,7 @@
 //   Reduction: warp shuffles, then shared memory across the warps of a group; the scale (and bias) is
 //   applied once per output.
 // Launch: block (128, 1, 1); grid (ceil(N / (LBG_R * 128 / KT)), ceil(M / MB), 1); MB rows of x per block.
-// Registers: __launch_bounds__(128, 4) (<= 128 registers) for fp16 x and MB <= 2, (128, 2) otherwise (more
+// Registers: __launch_bounds__(128, 4) (<= 128 registers) for fp16 x and MB <= 2 (MB = 1 at 1 bit), (128, 2) otherwise (more
 //   accumulators; those cases are closer to compute-bound, so fewer resident warps cost less).
 #pragma once
 
@@ -141,17 +142,19 @@ __device__ __forceinline__ void lbg_word(const unsigned (&w)[LBG_R], const T* co
       for (int r = 0; r < LBG_R; ++r) {
         __half2 h;
         if constexpr (BITS == 1) {
-          const unsigned nw = ~w[r];  // a 0 bit is q = -1: flip the sign of that x
-          h = lbg_h2(lbg_and_xor(nw << 15, 0x80008000u, xu[0]));
+          // flip the sign of x where the bit is 1 (q = +1): h = -(sum q x); no NOT of the word, which
+          // the compiler would otherwise fold into every shift as an extra LOP3
+          h = lbg_h2(lbg_and_xor(w[r] << 15, 0x80008000u, xu[0]));
 #pragma unroll
-          for (int p = 1; p < NP; ++p) h = __hadd2(h, lbg_h2(lbg_and_xor(nw << (15 - p), 0x80008000u, xu[p])));
+          for (int p = 1; p < NP; ++p) h = __hadd2(h, lbg_h2(lbg_and_xor(w[r] << (15 - p), 0x80008000u, xu[p])));
         } else {
           h = __hmul2(dq[r][0], lbg_h2(xu[0]));
 #pragma unroll
           for (int p = 1; p < NP; ++p) h = __hfma2(dq[r][p], lbg_h2(xu[p]), h);
         }
         const float2 f = __half22float2(h);
-        acc[r][b] += f.x + f.y;
+        if constexpr (BITS == 1) acc[r][b] -= f.x + f.y;
+        else acc[r][b] += f.x + f.y;
       }
     }
   } else {  // fp32 x: exact dequantized weights, FFMA
@@ -162,12 +165,11 @@ __device__ __forceinline__ void lbg_word(const unsigned (&w)[LBG_R], const T* co
 #pragma unroll
       for (int r = 0; r < LBG_R; ++r) {
         float a = acc[r][b];
-        if constexpr (BITS == 1) {
-          const unsigned nw = ~w[r];
+        if constexpr (BITS == 1) {  // as for fp16: sign flips where the bit is 1, then subtract
 #pragma unroll
           for (int p = 0; p < NP; ++p) {
-            a += lbg_bits2f(lbg_and_xor(nw << (31 - p), 0x80000000u, xu[2 * p]));
-            a += lbg_bits2f(lbg_and_xor(nw << (15 - p), 0x80000000u, xu[2 * p + 1]));
+            a -= lbg_bits2f(lbg_and_xor(w[r] << (31 - p), 0x80000000u, xu[2 * p]));
+            a -= lbg_bits2f(lbg_and_xor(w[r] << (15 - p), 0x80000000u, xu[2 * p + 1]));
           }
         } else {
           __half2 dq[NP];
@@ -248,8 +250,11 @@ __device__ void lbg_body(const T* __restrict__ x, const uint4* __restrict__ w, c
   }
 }
 
+// 4 resident blocks (<= 128 registers) where that fits without spills: fp16 x, MB = 1, or MB = 2 below 1 bit
+#define LBG_MIN_BLOCKS(BITS, MB, T) ((sizeof(T) == 2 && ((MB) == 1 || ((MB) == 2 && (BITS) != 1))) ? 4 : 2)
+
 #define LBG_ENTRY(NAME, BITS, MB, T)                                                           \
-  extern "C" __global__ void __launch_bounds__(LBG_THREADS, (MB) <= 2 && sizeof(T) == 2 ? 4 : 2)  \
+  extern "C" __global__ void __launch_bounds__(LBG_THREADS, LBG_MIN_BLOCKS(BITS, MB, T))         \
       NAME(const T* x, const uint4* w, const float* scales, const float* bias, T* y, int M, int N, \
            int kvec, int kt) {                                                                 \
     lbg_body<BITS, MB, T>(x, w, scales, bias, y, M, N, kvec, kt);                             \

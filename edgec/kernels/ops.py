@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ def sparse_conv2d_launch(n: int, cout: int, oh: int, ow: int) -> tuple[Dim3, Dim
 
 
 LBG_THREADS, LBG_R = 128, 4  # lowbit_batched_gemv.cuh
-LBG_MB = (1, 2, 4, 8)         # x rows per block with an entry point (f16 2-bit stops at 4)
+LBG_MB = (1, 2, 4, 8)         # x rows per block with an entry point (f16 2-bit and f32 1-bit stop at 4)
 
 
 def lowbit_launch(m: int, n: int, kvec: int, bits: int, half: bool = False) -> tuple[str, Dim3, Dim3, int, int]:
@@ -64,7 +65,7 @@ def lowbit_launch(m: int, n: int, kvec: int, bits: int, half: bool = False) -> t
     thread idles on short rows; ``mb`` is the smallest entry's rows of x >= ``m`` (at most 8; larger
     ``m`` runs several blocks along y, each re-reading the weights).
     """
-    top = 4 if half and bits == 2 else 8
+    top = 4 if (half and bits == 2) or (not half and bits == 1) else 8  # entries that would spill at 8
     mb = next((b for b in LBG_MB if b >= m and b <= top), top)
     kt = 128 if kvec >= 128 else 64 if kvec >= 64 else 32
     rows = LBG_R * (LBG_THREADS // kt)
@@ -184,9 +185,26 @@ def launch(file: str, entry: str, arg_format: str, grid: Dim3, block: Dim3, *arg
     if cur.cuda_stream == tstream.cuda_stream:
         fn.prepared_async_call(grid, block, pstream, *args)
         return
-    tstream.wait_stream(cur)
+    ev_in, ev_out = _join_events()
+    ev_in.record(cur)
+    tstream.wait_event(ev_in)
     fn.prepared_async_call(grid, block, pstream, *args)
-    cur.wait_stream(tstream)
+    ev_out.record(tstream)
+    cur.wait_event(ev_out)
+
+
+_THREAD = threading.local()
+
+
+def _join_events() -> tuple[Any, Any]:
+    """Two reusable events of this thread (wait_stream would create one per call). Reuse is safe:
+    a wait enqueues the event's state at that moment; per thread, because two threads recording
+    one event between each other's record and wait would join the wrong streams."""
+    events = getattr(_THREAD, "join_events", None)
+    if events is None:
+        torch = _torch()
+        events = _THREAD.join_events = (torch.cuda.Event(), torch.cuda.Event())
+    return events
 
 
 def kernel_stream() -> Any:

@@ -23,7 +23,9 @@ from edgec.kernels import ops
 from edgec.kernels.loader import kernel_dir
 from edgec.kernels.packing import pack_csr_conv2d, pack_lowbit, quantize_int8_weight
 
-SIGNATURE = re.compile(r'extern\s+"C"\s+void\s+(?:__launch_bounds__\s*\((?:[^()]|\([^()]*\))*\)\s*)?(\w+)\s*\(([^)]*)\)')
+# __launch_bounds__'s arguments may nest parentheses: skip them lazily up to "<name>(" (an identifier right
+# after a closing parenthesis only occurs there)
+SIGNATURE = re.compile(r'extern\s+"C"\s+void\s+(?:__launch_bounds__\s*\(.*?\)\s*)?(\w+)\s*\(([^)]*)\)', re.S)
 
 
 @functools.lru_cache(maxsize=None)
@@ -121,8 +123,9 @@ def test_lowbit_linear_arguments(fake_launch, bits):
     entry, args, grid, _ = fake_launch[-1]
     assert entry == f"lbgemv_f16_w{bits}_m4" and grid == (1, 1, 1) and y.shape == (1, 3, 10)  # 3 rows: MB 4
     assert args[4] == y.data_ptr() and args[5] == 3 and args[3] == kernel.bias.data_ptr()
-    y = kernel(torch.randn(2, 3, 70))  # fp32: 6 rows on CUDA cores, MB 8 (f32 2-bit has MB 8 too)
-    assert fake_launch[-1][0] == f"lbgemv_f32_w{bits}_m8" and fake_launch[-1][2] == (1, 1, 1)
+    y = kernel(torch.randn(2, 3, 70))  # fp32: 6 rows on CUDA cores, MB 8 (1 bit: MB 4, two blocks along y)
+    mb = 4 if bits == 1 else 8
+    assert fake_launch[-1][0] == f"lbgemv_f32_w{bits}_m{mb}" and fake_launch[-1][2] == (1, 6 // mb + (6 % mb > 0), 1)
     assert kernel.words.shape == (16, 4 * kvec)  # rows padded to 16
 
 
@@ -143,7 +146,7 @@ def test_fp16_batches_from_4_rows_take_the_tensor_core_kernel(fake_launch, bits)
     kp = kv * 16 * (32 // bits)
     assert a2[0] - a1[0] == 16 * kp * 2 and a2[4] - a1[4] == 16 * 20 * 2  # rows 16.. of x and y
     kernel(torch.randn(5, 300))
-    assert fake_launch[-1][0] == f"lbgemv_f32_w{bits}_m8"  # fp32 x stays on CUDA cores
+    assert fake_launch[-1][0] == f"lbgemv_f32_w{bits}_m8"  # fp32 x stays on CUDA cores (8/4/2 bits: MB 8)
 
 
 def test_int8_linear_arguments(fake_gpu):
@@ -165,3 +168,41 @@ def test_shape_errors_are_edgec_errors(fake_gpu, fake_launch):
     with pytest.raises(ops.KernelError, match=r"\[N, 3, H, W\]"):
         ops.sparse_conv2d(torch.randn(1, 4, 8, 8), pack_csr_conv2d(np.ones((2, 3, 3, 3))))
 
+
+
+def test_launch_joins_streams_only_off_the_shared_stream(monkeypatch):
+    """ops.launch: one prepared_async_call on the shared stream; event joins only under another torch stream."""
+    log: list = []
+
+    class Stream:
+        def __init__(self, handle):
+            self.cuda_stream = handle
+
+        def wait_event(self, ev):
+            log.append(("wait", self.cuda_stream, ev.name))
+
+    class Event:
+        def __init__(self, name):
+            self.name = name
+
+        def record(self, stream):
+            log.append(("record", self.name, stream.cuda_stream))
+
+    class Fn:
+        def prepared_async_call(self, grid, block, stream, *args):
+            log.append(("launch", stream, grid, block, args))
+
+    shared, other = Stream(7), Stream(9)
+    current = [shared]
+    fake_torch = type("T", (), {"cuda": type("C", (), {"current_stream": staticmethod(lambda: current[0])})})
+    monkeypatch.setattr(ops, "_torch", lambda: fake_torch)
+    monkeypatch.setattr(ops, "prepared_function", lambda file, entry, fmt: Fn())
+    monkeypatch.setattr(ops, "shared_stream", lambda: ("pycuda-stream", shared))
+    monkeypatch.setattr(ops, "_join_events", lambda: (Event("in"), Event("out")))
+    ops.launch("f", "e", "Pi", (1, 1, 1), (32, 1, 1), 123, 4)
+    assert log == [("launch", "pycuda-stream", (1, 1, 1), (32, 1, 1), (123, 4))]
+    log.clear()
+    current[0] = other
+    ops.launch("f", "e", "Pi", (1, 1, 1), (32, 1, 1), 123, 4)
+    assert log == [("record", "in", 9), ("wait", 7, "in"), ("launch", "pycuda-stream", (1, 1, 1), (32, 1, 1), (123, 4)),
+                   ("record", "out", 7), ("wait", 9, "out")]
