@@ -47,7 +47,10 @@ EXPECTATIONS = [
            (("128-bit weight loads", r"LDG\.E\.128"), ("sign flips by LOP3", r"LOP3\.LUT"),
             ("half2 math", r"(HADD2|HFMA2)(?!\.MMA|\.F32)"))),
     Expect("lowbit_batched_gemv", r"lbgemv_f16_w8_m\d+$", (("128-bit weight loads", r"LDG\.E\.128"),)),
-    Expect("*mma*", r".*", (("tensor-core MMA", r"HMMA\."),)),
+    Expect("lowbit_mma_gemm", r"lbmma_", (("tensor-core MMA", r"HMMA\."),)),
+    Expect("lowbit_mma_gemm", r"lbmma_f16_w4$",
+           (("tensor-core MMA", r"HMMA\."), ("128-bit weight loads", r"LDG\.E\.128"),
+            ("LOP3 dequantization", r"LOP3\.LUT"))),
 ]
 
 
