@@ -60,9 +60,13 @@ def _result(t_mem: float, t_issue: float, dev: Device, outputs: int, nbytes: flo
 
 
 def lowbit_linear(m: int, n: int, k: int, bits: int, dev: Device = H200) -> dict[str, Any]:
-    """Weight-only low-bit linear, fp16 x/y: packed weights + fp32 scales + x + y through DRAM."""
+    """Weight-only low-bit linear, fp16 x/y: packed weights + fp32 scales + x + y through DRAM.
+
+    From 4 rows of fp16 x the tensor-core kernel (``lowbit_mma_gemm.cu``) runs: the decode stays, the FMAs go to
+    HMMA (not the limit at m <= 16); below that the batched GEMV does HFMA2s on CUDA cores.
+    """
     nbytes = n * k * bits / 8 + 4 * n + 2 * m * k + 2 * m * n
-    instr = n * k * (LOWBIT_DECODE[bits] + LOWBIT_FMA_PER_ROW * m)
+    instr = n * k * (LOWBIT_DECODE[bits] + (0 if m >= 4 else LOWBIT_FMA_PER_ROW * m))
     return _result(nbytes / (dev.copy_gbps * 1e3), instr / dev.rate(dev.issue), dev, m * n, nbytes, instr)
 
 

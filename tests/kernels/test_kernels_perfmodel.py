@@ -17,7 +17,9 @@ def test_memory_bound_time_is_bytes_over_the_measured_copy_bandwidth():
 def test_fewer_bits_fewer_bytes_and_batch_turns_math_bound():
     w4, w1 = pm.lowbit_linear(1, 11008, 4096, 4), pm.lowbit_linear(1, 11008, 4096, 1)
     assert w1["bytes"] < w4["bytes"] < pm.dense_linear(1, 11008, 4096)["bytes"]
-    assert w4["bound"] == "memory" and pm.lowbit_linear(16, 4096, 4096, 4)["bound"] == "issue"
+    assert w4["bound"] == "memory" and pm.lowbit_linear(16, 4096, 4096, 4)["bound"] == "memory"
+    # from 4 rows the tensor cores take the FMAs: only the decode is issued on CUDA cores
+    assert pm.lowbit_linear(4, 4096, 4096, 4)["t_issue_us"] < pm.lowbit_linear(3, 4096, 4096, 4)["t_issue_us"]
     assert pm.int8_mmvq(1, 4096, 4096)["bound"] == "memory" and pm.int8_mmvq(64, 4096, 4096)["bound"] == "issue"
 
 
