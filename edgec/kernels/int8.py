@@ -150,9 +150,15 @@ def int8_linear(x: torch.Tensor, weight: Int8DeviceWeight, x_scale: float,
     ``bias`` must be a float32 CUDA tensor ``[N]`` or None. The kernels run on the shared kernel stream
     (:func:`edgec.kernels.ops.launch`), ordered with torch's current stream.
     """
+    _check_devices(x, bias)
+    return run_linear(x, weight, x_scale, bias)
+
+
+def run_linear(x: torch.Tensor, weight: Int8DeviceWeight, x_scale: float,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`int8_linear` for callers that have checked the devices already (``ops.int8_linear``)."""
     import torch
 
-    _check_devices(x, bias)
     k, n = weight.in_features, weight.out_features
     if x.dtype not in (torch.float16, torch.float32):
         raise KernelError(f"int8_linear runs on fp16/fp32 inputs, got {x.dtype}", hint="cast the input to half")

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgec.kernels.loader import KernelError, get_function, prepared_function, shared_stream
-from edgec.kernels.packing import (CsrConv2dWeight, GemvWeight, Int8Weight, LowBitWeight, _pair,
-                                   conv2d_output_size, padded_k, repack_gemv)
+from edgec.kernels.packing import (CsrConv2dWeight, GemvWeight, LowBitWeight, _pair, conv2d_output_size,
+                                   repack_gemv)
 
 MMA_BITS = (8, 4, 2)  # widths with a tensor-core entry (lowbit_mma_gemm.cu)
 MMA_MIN_ROWS = 4      # fp16 x with at least this many rows goes to the tensor-core kernel
@@ -321,37 +321,21 @@ def lowbit_linear(x: torch.Tensor, packed: GemvWeight | LowBitWeight | LowBitGem
     return LowBitGemv(packed, bias, device=x.device)(x)
 
 
-def int8_linear(x: torch.Tensor, packed: Int8Weight, x_scale: float, bias: Any = None) -> torch.Tensor:
-    """W8A8 linear: quantize ``x [..., K]`` with ``x_scale`` on the GPU, ``__dp4a`` GEMM, fp32 out.
+def int8_linear(x: torch.Tensor, packed: Any, x_scale: float, bias: Any = None) -> torch.Tensor:
+    """W8A8 linear ``x [..., K] -> y [..., N]`` (fp16/fp32, y in x's dtype): the mmvq kernel with x quantized
+    inside it for m <= 16 rows, cuBLASLt IMMA (``torch._int_mm``) above; see :mod:`edgec.kernels.int8`.
+
+    ``packed`` is an :class:`Int8Weight` (repacked to 16-byte rows and copied to the GPU on every call) or,
+    the fast path, an :class:`edgec.kernels.int8.Int8DeviceWeight` made once by ``int8.device_weight``.
 
     Example:
-        >>> p = quantize_int8_weight(linear.weight)
-        >>> y = int8_linear(x, p, int8_activation_scale(x_calibration), linear.bias)
+        >>> w = int8.device_weight(quantize_int8_weight(linear.weight), "cuda")
+        >>> y = int8_linear(x, w, int8_activation_scale(x_calibration), linear.bias)
     """
+    from edgec.kernels import int8
+
     torch = _torch()
-    x = _check_input(x, (torch.float32, torch.float16), "int8_linear").float()
-    k, k4 = packed.in_features, padded_k(packed.in_features)
-    if x.shape[-1] != k:
-        raise KernelError(f"int8_linear: input has {x.shape[-1]} features, the weight expects {k}")
-    if not x_scale > 0:
-        raise KernelError(f"int8_linear: x_scale must be positive, got {x_scale}",
-                          hint="calibrate it with packing.int8_activation_scale")
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, k)
-    m, dev = x2.shape[0], x.device
-    q, scales = _dev(packed.q, torch.int8, dev), _dev(packed.scales, torch.float32, dev)
-    if tuple(q.shape) != (scales.shape[0], k4):
-        raise KernelError(f"int8_linear: weight codes must be [N, {k4}] (rows padded to 4), got {tuple(q.shape)}")
-    n = q.shape[0]
-    b = None if bias is None else _dev(bias, torch.float32, dev)
-    xq = torch.empty((m, k4), dtype=torch.int8, device=dev)
-    y = torch.empty((m, n), dtype=torch.float32, device=dev)
-    if m and n:
-        g = int8_launch(m, n, k4)
-        with _on_default_stream(x2, q, scales, b, xq, y):
-            get_function("int8_gemm_dp4a", "quantize_int8_f32")(
-                x2, xq, np.float32(x_scale), np.int32(m), np.int32(k), np.int32(k4), grid=g["qgrid"], block=g["qblock"])
-            get_function("int8_gemm_dp4a", "int8_gemm_dp4a")(
-                xq, q, scales, np.float32(x_scale), _ptr(b), y, np.int32(m), np.int32(n), np.int32(k4 // 4),
-                grid=g["grid"], block=g["block"])
-    return y.reshape(*lead, n)
+    x = _check_input(x, (torch.float32, torch.float16), "int8_linear")
+    weight = packed if isinstance(packed, int8.Int8DeviceWeight) else int8.device_weight(packed, x.device)
+    b = None if bias is None else _dev(bias, torch.float32, x.device)
+    return int8.run_linear(x, weight, x_scale, b)

@@ -149,15 +149,13 @@ def test_fp16_batches_from_4_rows_take_the_tensor_core_kernel(fake_launch, bits)
     assert fake_launch[-1][0] == f"lbgemv_f32_w{bits}_m8"  # fp32 x stays on CUDA cores (8/4/2 bits: MB 8)
 
 
-def test_int8_linear_arguments(fake_gpu):
+def test_int8_linear_arguments(fake_launch):
     p = quantize_int8_weight(np.random.default_rng(0).standard_normal((40, 30)))
-    y = ops.int8_linear(torch.randn(3, 30), p, 0.05)
-    (qe, qargs, qgrid, _), (ge, gargs, ggrid, gblock) = fake_gpu
-    assert qe == "quantize_int8_f32" and ge == "int8_gemm_dp4a" and y.shape == (3, 40)
-    assert [int(a) for a in qargs[3:]] == [3, 30, 32] and float(qargs[2]) == np.float32(0.05)
-    assert qgrid == (1, 3, 1) and ggrid == (2, 1, 1) and gblock == (16, 16, 1)
-    assert gargs[0] is qargs[1]  # the GEMM reads the buffer the quantizer wrote
-    assert [int(a) for a in gargs[6:]] == [3, 40, 8]
+    y = ops.int8_linear(torch.randn(3, 30), p, 0.05)  # one launch: x is quantized inside the mmvq kernel
+    (entry, args, grid, block), = fake_launch
+    assert entry == "int8_mmvq_f32_mb4" and y.shape == (3, 40) and y.dtype == torch.float32
+    assert args[3] == float(np.float32(1) / np.float32(0.05)) and args[4] == float(np.float32(0.05))
+    assert args[7:] == (3, 40, 30, 32) and grid == (2, 1, 1) and block == (256, 1, 1)  # K padded to 16 bytes
     with pytest.raises(ops.KernelError, match="x_scale"):
         ops.int8_linear(torch.randn(3, 30), p, 0.0)
 
