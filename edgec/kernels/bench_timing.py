@@ -83,7 +83,8 @@ def profile_kernels(body: Fn) -> list[tuple[str, float, float]]:
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    # CPU activity too: with CUDA alone some torch versions returned no kernel records (tritonbench #401)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         body()
         torch.cuda.synchronize()
     events = _kineto_events(prof)
