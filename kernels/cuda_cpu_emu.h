@@ -231,8 +231,8 @@ inline __half __float2half(float f) { return __half{edgec_emu::float_to_half_bit
 inline __half __float2half_rn(float f) { return __float2half(f); }
 
 // __half2: two halves in one 32-bit word, .x in the low 16 bits (as in CUDA). The arithmetic rounds
-// to half, as HADD2/HMUL2/HFMA2 do (computed exactly in double, then double -> float -> half: that
-// double rounding differs from one rounding only on rare ties, below the tests' tolerances).
+// once to half (nearest even), as HADD2/HMUL2/HFMA2 do: computed in double (exact for halves of
+// moderate range: products of two halves and their sums with a third), then rounded to the half grid.
 struct alignas(4) __half2 {
   __half x, y;
 };
@@ -240,7 +240,13 @@ inline __half2 __float2half2_rn(float f) { return __half2{__float2half(f), __flo
 inline __half2 __floats2half2_rn(float a, float b) { return __half2{__float2half(a), __float2half(b)}; }
 inline float2 __half22float2(__half2 h) { return float2{__half2float(h.x), __half2float(h.y)}; }
 namespace edgec_emu {
-inline __half h_round(double v) { return __float2half(float(v)); }
+inline __half h_round(double v) {  // one round-to-nearest-even of a double to binary16
+  if (!std::isfinite(v) || v == 0.0) return __float2half(float(v));
+  int e;
+  std::frexp(std::fabs(v), &e);                              // |v| in [2^(e-1), 2^e)
+  const double quantum = std::ldexp(1.0, std::max(e - 1, -14) - 10);  // half spacing there (subnormal: 2^-24)
+  return __float2half(float(std::nearbyint(v / quantum) * quantum));  // exact half (or inf past 65504)
+}
 }  // namespace edgec_emu
 inline __half2 __hadd2(__half2 a, __half2 b) {
   return {edgec_emu::h_round(double(__half2float(a.x)) + __half2float(b.x)),

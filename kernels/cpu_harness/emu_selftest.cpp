@@ -6,6 +6,8 @@
 //          in some blocks (exited threads must not deadlock __syncthreads of the others).
 //   half:  float -> half bits for the floats in in.bin, and half -> float for all 65536 patterns.
 //   dp4a:  __dp4a on pairs of words from in.bin.
+//   half2: for word triples (a, b, c) of in.bin: __hadd2, __hsub2, __hmul2, __hfma2 (as half2 bits)
+//          and __byte_perm(a, b, c & 0x7777).
 #include "harness_io.h"
 
 __global__ void shfl_kernel(int op, int arg, int width, int* out) {
@@ -59,6 +61,21 @@ int main(int argc, char** argv) {
     auto in = harness::read<int>(a.dir, "in", 3 * n);
     std::vector<int> out(n);
     for (int i = 0; i < n; ++i) out[i] = __dp4a(in[3 * i], in[3 * i + 1], in[3 * i + 2]);
+    harness::write(a.dir, "out", out, out.size());
+  } else if (a.entry == "half2") {
+    const int n = a.i("n");
+    auto in = harness::read<unsigned>(a.dir, "in", 3 * n);
+    std::vector<unsigned> out(5 * size_t(n));
+    auto h2 = [](unsigned u) { __half2 h; std::memcpy(&h, &u, 4); return h; };
+    auto u32 = [](__half2 h) { unsigned u; std::memcpy(&u, &h, 4); return u; };
+    for (int i = 0; i < n; ++i) {
+      const __half2 x = h2(in[3 * i]), y = h2(in[3 * i + 1]), z = h2(in[3 * i + 2]);
+      out[5 * i] = u32(__hadd2(x, y));
+      out[5 * i + 1] = u32(__hsub2(x, y));
+      out[5 * i + 2] = u32(__hmul2(x, y));
+      out[5 * i + 3] = u32(__hfma2(x, y, z));
+      out[5 * i + 4] = __byte_perm(in[3 * i], in[3 * i + 1], in[3 * i + 2] & 0x7777u);
+    }
     harness::write(a.dir, "out", out, out.size());
   } else {
     harness::fail("unknown mode " + a.entry);

@@ -77,3 +77,20 @@ def test_dp4a_is_a_signed_byte_dot_product(emu):
     a = words[:, 0:1].copy().view(np.int8).astype(np.int64)  # little-endian: byte i = bits 8i..8i+7
     b = words[:, 1:2].copy().view(np.int8).astype(np.int64)
     np.testing.assert_array_equal(out, (a * b).sum(axis=1) + words[:, 2])
+
+
+def test_half2_arithmetic_rounds_once_and_byte_perm_selects_bytes(emu):
+    rng = np.random.default_rng(5)
+    n = 4000
+    # halves of moderate range (|v| in [2^-6, 2^6]), so the float64 reference is exact before rounding
+    vals = (rng.choice([-1, 1], (n, 3, 2)) * np.exp2(rng.uniform(-6, 6, (n, 3, 2)))).astype(np.float16)
+    words = vals.view(np.uint32).reshape(n, 3)  # .x (low 16 bits) = element 0
+    out = emu.run("selftest", "half2", {"in": words}, {"out": (np.uint32, 5 * n)}, n=n)["out"].reshape(n, 5)
+    a, b, c = (vals[:, i].astype(np.float64) for i in range(3))
+    for col, ref in enumerate((a + b, a - b, a * b, a * b + c)):
+        np.testing.assert_array_equal(np.ascontiguousarray(out[:, col]).view(np.uint16).reshape(n, 2),
+                                      ref.astype(np.float16).view(np.uint16), err_msg=f"op {col}")
+    both = np.ascontiguousarray(words[:, :2]).view(np.uint8).reshape(n, 8)  # bytes 0-3: a, 4-7: b
+    sel = (words[:, 2:3] >> (4 * np.arange(4, dtype=np.uint32))) & 7
+    expected = np.ascontiguousarray(np.take_along_axis(both, sel.astype(np.int64), 1)).view(np.uint32)[:, 0]
+    np.testing.assert_array_equal(out[:, 4], expected)
