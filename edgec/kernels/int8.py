@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,7 @@ def rows_per_warp(mb: int) -> int:
     return 2 if mb <= 2 else 4
 
 
+@functools.lru_cache(maxsize=256)
 def mmvq_launch(m: int, n: int, half: bool) -> tuple[str, Dim3, Dim3]:
     """``(entry, grid, block)`` of the mmvq kernel for ``y [m, n]``: the smallest MB >= m (16 above 16)."""
     mb = next((c for c in MB_CHOICES if c >= m), 16)
@@ -75,6 +77,12 @@ def use_int_mm(m: int, n: int) -> bool:
 def inverse_scale(x_scale: float) -> np.float32:
     """The float32 reciprocal the kernels multiply by (computed once, on the host)."""
     return np.float32(1.0) / np.float32(x_scale)
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_scales(x_scale: float) -> tuple[float, float]:
+    """``(1 / x_scale, x_scale)`` as the float32 values the kernels get (numpy scalars cost ~1 us per call)."""
+    return float(inverse_scale(x_scale)), float(np.float32(x_scale))
 
 
 def quantize_activation(x: Any, x_scale: float) -> np.ndarray:
@@ -177,7 +185,7 @@ def run_linear(x: torch.Tensor, weight: Int8DeviceWeight, x_scale: float,
         return y.reshape(*lead, n)
     from edgec.kernels.ops import launch  # the shared-stream launch path (prepared functions)
 
-    inv, xs = float(inverse_scale(x_scale)), float(np.float32(x_scale))
+    inv, xs = _kernel_scales(float(x_scale))
     if use_int_mm(m, n):
         entry, grid, block = quantize_launch(m, k16, half)
         xq = torch.empty((m, k16), dtype=torch.int8, device=x.device)
