@@ -4,14 +4,12 @@ Each function checks its inputs, allocates the output with torch, and launches t
 pycuda (:mod:`edgec.kernels.loader`). The launch geometry lives in the ``*_launch`` helpers, which
 the CPU-emulation tests use too, so the emulated grid is the one the GPU runs.
 
-Streams: the low-bit kernels launch through :func:`launch` (prepared functions, raw pointers) on
+Streams: the kernels launch through :func:`launch` (prepared functions, raw pointers) on
 the shared stream of :func:`edgec.kernels.loader.shared_stream`: under :func:`kernel_stream` there
 is nothing else per call; under any other torch stream the two streams are joined with events.
-The sparse-conv and INT8 ops still use pycuda's plain call on the legacy default stream, which is
-torch's default stream; under a non-default torch stream they are ordered both ways without
-blocking the host (the default stream waits for the current one, the kernel runs, the current
-stream waits for the default one; the tensors are ``record_stream``-ed). Devices: the kernels run
-on ``cuda:0`` (the context ``pycuda.autoprimaryctx`` shares with torch).
+Every op here launches that way (nothing on the legacy NULL stream, so everything can be captured
+in a CUDA graph). Devices: the kernels run on ``cuda:0`` (the context ``pycuda.autoprimaryctx``
+shares with torch).
 
 Example:
     >>> kernel = LowBitGemv(pack_lowbit(linear.weight, bits=4), linear.bias)   # once
@@ -20,14 +18,12 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgec.kernels.loader import KernelError, get_function, prepared_function, shared_stream
+from edgec.kernels.loader import KernelError, prepared_function, shared_stream
 from edgec.kernels.packing import (CsrConv2dWeight, GemvWeight, LowBitWeight, _pair, conv2d_output_size,
                                    repack_gemv)
 
@@ -110,26 +106,6 @@ def _dev(a: Any, dtype: Any, device: Any) -> torch.Tensor:
     return a.detach().to(device=device, dtype=dtype).contiguous()
 
 
-def _ptr(t: torch.Tensor | None) -> Any:
-    """A kernel argument: the tensor itself (pycuda reads ``__cuda_array_interface__``) or NULL."""
-    return np.uintp(0) if t is None else t
-
-
-@contextlib.contextmanager
-def _on_default_stream(*tensors: torch.Tensor | None) -> Iterator[None]:
-    torch = _torch()
-    cur, default = torch.cuda.current_stream(), torch.cuda.default_stream()
-    if cur == default:
-        yield
-        return
-    default.wait_stream(cur)
-    for t in tensors:
-        if t is not None:
-            t.record_stream(default)
-    yield
-    cur.wait_stream(default)
-
-
 # --------------------------------------------------------------------------- ops
 def sparse_conv2d(x: torch.Tensor, packed: CsrConv2dWeight, bias: Any = None, *,
                   stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
@@ -158,14 +134,13 @@ def sparse_conv2d(x: torch.Tensor, packed: CsrConv2dWeight, bias: Any = None, *,
         return y
     entry = "sparse_conv2d_csr_f16" if x.dtype == torch.float16 else "sparse_conv2d_csr_f32"
     grid, block = sparse_conv2d_launch(n, cout, oh, ow)
-    i32 = np.int32
-    with _on_default_stream(x, row_ptr, col_idx, values, b, y):
-        get_function("sparse_conv2d_csr", entry)(
-            x, row_ptr, col_idx, values, _ptr(b), y, i32(c), i32(h), i32(w), i32(cout), i32(kh), i32(kw),
-            i32(oh), i32(ow), i32(sh), i32(sw), i32(ph), i32(pw), i32(dh), i32(dw), grid=grid, block=block)
+    launch("sparse_conv2d_csr", entry, SPARSE_ARGS, grid, block, x.data_ptr(), row_ptr.data_ptr(), col_idx.data_ptr(),
+           values.data_ptr(), 0 if b is None else b.data_ptr(), y.data_ptr(), c, h, w, cout, kh, kw, oh, ow,
+           sh, sw, ph, pw, dh, dw)
     return y
 
 
+SPARSE_ARGS = "PPPPPP" + "i" * 14  # (x, row_ptr, col_idx, values, bias, y, C, H, W, Cout, KH, KW, OH, OW, s, p, d)
 LOWBIT_ARGS = "PPPPPiiii"  # (x, w, scales, bias, y, M, N, kvec, kt)
 MMA_ARGS = "PPPPPiii"      # (x, w, scales, bias, y, M, N, KV)
 
