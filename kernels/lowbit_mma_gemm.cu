@@ -16,10 +16,11 @@
 // x [M, KP] fp16 row-major, KP = KV * 4 * CK, zero-padded past K by the caller; 1 <= M <= 16 (rows >= M
 //   are zeros in A). y [M, N] fp16; scales [N] fp32, bias [N] fp32 or NULL.
 //
-// Work split: block = 4 warps = one n16 slice (two n8 tiles per warp: every A fragment feeds two
-//   mma); the warps split K (warp w takes kv = w, w + 4, ...); the four partial C tiles are summed in
-//   shared memory, scaled once per output channel and stored.
-// Launch: block (128, 1, 1), grid (NP / 16, 1, 1).
+// Work split: block = 8 warps = one n16 slice (two n8 tiles per warp: every A fragment feeds two
+//   mma); the warps split K (warp w takes kv = w, w + 8, ...: more loads in flight than the N / 16
+//   blocks alone would give); the eight partial C tiles are summed in shared memory, scaled once per
+//   output channel and stored.
+// Launch: block (256, 1, 1), grid (NP / 16, 1, 1).
 //
 // Entry points: lbmma_f16_w8, lbmma_f16_w4, lbmma_f16_w2
 //   args: (const __half* x, const uint4* w, const float* scales, const float* bias_or_NULL,
@@ -28,7 +29,7 @@
 // Compile: nvcc -cubin -arch=sm_90 -Xptxas -v -I kernels kernels/lowbit_mma_gemm.cu
 #include "lowbit_batched_gemv.cuh"
 
-#define LBM_WARPS 4
+#define LBM_WARPS 8  // split K: more weight loads in flight per 16 output channels
 #define LBM_NT 2  // n8 tiles per warp
 
 // d += A (16x16, rows x k) * B (16x8, k x cols), fp16 in, fp32 accumulate, one warp.
@@ -119,13 +120,15 @@ __device__ void lbm_body(const __half* __restrict__ x, const uint4* __restrict__
     const int i = o / 128, c = (o / 32) % 4, l = o % 32;
     const int m = (l >> 2) + (c >= 2 ? 8 : 0), n = (n8 + i) * 8 + 2 * (l & 3) + (c & 1);
     if (m >= M || n >= N) continue;
-    const float s = red[0][i][c][l] + red[1][i][c][l] + red[2][i][c][l] + red[3][i][c][l];
+    float s = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < LBM_WARPS; ++wi) s += red[wi][i][c][l];
     y[(size_t)m * N + n] = __float2half_rn(fmaf(s, scales[n], bias != nullptr ? bias[n] : 0.f));
   }
 }
 
 #define LBM_ENTRY(NAME, BITS)                                                                        \
-  extern "C" __global__ void __launch_bounds__(LBM_WARPS * 32, 4)                                     \
+  extern "C" __global__ void __launch_bounds__(LBM_WARPS * 32, 2)                                     \
       NAME(const __half* x, const uint4* w, const float* scales, const float* bias, __half* y, int M, \
            int N, int KV) {                                                                          \
     lbm_body<BITS>(x, w, scales, bias, y, M, N, KV);                                                 \

@@ -194,8 +194,8 @@ def kernel_stream() -> Any:
 
 
 def mma_launch(n_padded: int) -> tuple[Dim3, Dim3]:
-    """``(grid, block)`` of ``lbmma_f16_w*``: one block of 4 warps per 16 output channels."""
-    return (n_padded // 16, 1, 1), (128, 1, 1)
+    """``(grid, block)`` of ``lbmma_f16_w*``: one block of 8 warps (splitting K) per 16 output channels."""
+    return (n_padded // 16, 1, 1), (256, 1, 1)
 
 
 def mma_words(words: torch.Tensor, kvec: int) -> tuple[torch.Tensor, int]:

@@ -113,7 +113,7 @@ def test_fp16_batches_from_4_rows_take_the_tensor_core_kernel(fake_launch, bits)
     words, kv = kernel._mma
     np.testing.assert_array_equal(words.numpy().view(np.uint32), repack_mma(repack_gemv(p)))  # GPU == numpy
     (e1, a1, g1, b1), (e2, a2, g2, _) = fake_launch[-2:]
-    assert e1 == e2 == f"lbmma_f16_w{bits}" and g1 == g2 == (2, 1, 1) and b1 == (128, 1, 1) and y.shape == (2, 9, 20)
+    assert e1 == e2 == f"lbmma_f16_w{bits}" and g1 == g2 == (2, 1, 1) and b1 == (256, 1, 1) and y.shape == (2, 9, 20)
     assert a1[1] == a2[1] == words.data_ptr() and list(a1[5:]) == [16, 20, kv] and list(a2[5:]) == [2, 20, kv]
     kp = kv * 16 * (32 // bits)
     assert a2[0] - a1[0] == 16 * kp * 2 and a2[4] - a1[4] == 16 * 20 * 2  # rows 16.. of x and y
