@@ -24,7 +24,7 @@ from typing import Any
 _EXPORTS = {
     "packing": ("CsrConv2dWeight", "LowBitWeight", "GemvWeight", "Int8Weight", "PackingError", "pack_csr_conv2d",
                 "unpack_csr_conv2d", "pack_lowbit", "quantize_lowbit", "unpack_lowbit_codes", "dequantize_lowbit",
-                "repack_gemv", "unpack_gemv_codes", "dequantize_gemv",
+                "repack_gemv", "repack_mma", "unpack_gemv_codes", "dequantize_gemv",
                 "quantize_int8_weight", "dequantize_int8", "int8_activation_scale", "quantize_int8_activation",
                 "sparse_conv2d_reference", "lowbit_linear_reference", "int8_linear_reference"),
     "loader": ("KernelError", "KERNEL_FILES", "check_all", "compile_cubin", "get_function", "kernel_dir",
