@@ -65,6 +65,9 @@ def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
                    "avx2_saturates": (sat.get(name) or {}).get("saturates"),
                    "avx2_predicted_accuracy": (sat.get(name) or {}).get("avx2_predicted_accuracy")}
             for name, d in q.metrics["files"].items()}
+        cpu = q.metrics["files"].get(q.metrics.get("file"))
+        if cpu is not None and "student_int8" in models:  # results.json: `edgec gate` compares bytes only when equal
+            models["student_int8"]["quantization"] = {"flavour": cpu["flavour"], "float_layers": cpu["float_layers"]}
     if "student_lowbit" in models:
         summary["lowbit_accuracy_drop"] = verify["lowbit_accuracy_drop"]
         summary["lowbit_bits"] = arts["quantize"].metrics["bits"]
