@@ -164,7 +164,7 @@ def _int8(case: dict[str, Any]) -> dict[str, Any]:
             "bytes": int(dw.q16.numel() + 4 * n + 2 * m * k + 2 * m * n)}
 
 
-def _sparse(case: dict[str, Any], iters: int, flush: L2Flush) -> dict[str, Any]:
+def _sparse(case: dict[str, Any], iters: int, flush: L2Flush, autotune: bool = True) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
@@ -177,6 +177,7 @@ def _sparse(case: dict[str, Any], iters: int, flush: L2Flush) -> dict[str, Any]:
     w32, w16 = weight.cuda(), weight.cuda().half()
     torch.backends.cudnn.benchmark = True  # cuDNN gets to pick its fastest algorithm
     tilings = sc.candidate_tilings((h, w), c, cout)  # 3x3 stride 1 'same': output size = input size
+    tilings = tilings if autotune else tilings[:1]
     x0 = torch.randn(n, c, h, w, device="cuda", dtype=torch.float16)
     variants, best = [], None
     for t in tilings:  # SparseRT-style autotuning over the channel-group size
@@ -209,9 +210,10 @@ def _errors(setup: dict[str, Any], trials: int) -> dict[str, Any]:
     return {"max_abs_err": worst_abs, "max_rel_err": worst_rel, "ok": worst_rel <= TOL, "trials": trials}
 
 
-def run_case(case: dict[str, Any], iters: int, warmup: int, trials: int, flush: L2Flush, copy_gbps: float
-             ) -> dict[str, Any]:
-    """Measure one case; returns its result row (``error`` set instead when it failed)."""
+def run_case(case: dict[str, Any], iters: int, warmup: int, trials: int, flush: L2Flush, copy_gbps: float,
+             autotune: bool = True) -> dict[str, Any]:
+    """Measure one case; returns its result row (``error`` set instead when it failed). ``autotune``: try every
+    candidate tiling of a generated sparse conv (each is an nvcc compile, ~3 s) instead of the default one."""
     row: dict[str, Any] = dict(case)
     row["goal"] = goal_of(case)
     try:
@@ -220,7 +222,7 @@ def run_case(case: dict[str, Any], iters: int, warmup: int, trials: int, flush: 
         elif case["op"] == "int8_linear":
             setup = _int8(row)
         else:
-            setup = _sparse(row, iters, flush)
+            setup = _sparse(row, iters, flush, autotune)
         row.update(_errors(setup, trials))
         x = setup["make_x"]()
         fns = {"edgec": lambda: setup["edgec"](x), "baseline": lambda: setup["baseline"](x)}
@@ -295,7 +297,7 @@ def run(quick: bool = False, iters: int = 100, warmup: int = 20, progress: Progr
     rows = []
     for case in cases(quick, only):
         t0 = time.perf_counter()
-        row = run_case(case, iters, warmup, trials, flush, copy_gbps)
+        row = run_case(case, iters, warmup, trials, flush, copy_gbps, autotune=not quick)
         rows.append(row)
         say(f"{_label(row):34} {time.perf_counter() - t0:5.1f} s" + (f"  ERROR {row['error']}" if "error" in row else ""))
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
