@@ -31,14 +31,16 @@ def runner_options(spec: Any) -> dict[str, Any]:
 
 
 def prepare_kernels_engine(student: str | os.PathLike[str], sample: np.ndarray, *, device: str = "cuda",
-                           min_sparsity: float = 0.5, bits: int | None = None) -> dict[str, Any]:
+                           min_sparsity: float = 0.5, bits: int | None = None,
+                           cuda_graph: bool = False) -> dict[str, Any]:
     """Convert the student, run ``sample`` through it on ``device``, and describe the result.
 
+    ``cuda_graph``: run the model as CUDA graphs (one per input shape; what Jetson's slower CPU wants).
     Returns ``{"swapped": [layer names], "kept": {name: reason}, "runner": KernelsRunner.describe()}``.
     """
     from edgec.runtimes.kernels_runner import KernelsRunner
 
-    with KernelsRunner(student, device=device, min_sparsity=min_sparsity, bits=bits) as runner:
+    with KernelsRunner(student, device=device, min_sparsity=min_sparsity, bits=bits, cuda_graph=cuda_graph) as runner:
         runner.infer(sample)
         described = runner.describe()
     rows = described["kernels"]["layers"]
