@@ -115,14 +115,16 @@ def _lowbit_bound_check(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: to
     assert bool((err <= 3e-3 * bound + 2e-3 * ref.abs() + 1e-3).all()), f"max error {err.max().item()}"
 
 
-@functools.lru_cache(maxsize=8)
-def _llm_weight(bits: int, n: int, k: int):
-    """A packed random weight (numpy packing of big matrices takes seconds: shared across batch sizes)."""
+@functools.lru_cache(maxsize=4)
+def _llm_layer(bits: int, n: int, k: int) -> tuple[LowBitLinear, torch.Tensor]:
+    """A LowBitLinear on the GPU and its dequantized FP32 weight (numpy packing of big matrices takes
+    seconds of the GPU session: built once per (bits, shape) and shared across batch sizes)."""
     from edgec.kernels.packing import dequantize_gemv, repack_gemv
 
     rng = np.random.default_rng(bits * 7 + n)
-    packed = pack_lowbit((rng.standard_normal((n, k)) * 0.02).astype(np.float32), bits)
-    return packed, torch.from_numpy(dequantize_gemv(repack_gemv(packed)))  # exactly the weights the kernel uses
+    g = repack_gemv(pack_lowbit((rng.standard_normal((n, k)) * 0.02).astype(np.float32), bits))
+    w = torch.from_numpy(dequantize_gemv(g)).cuda()  # exactly the weights the kernel uses
+    return LowBitLinear(g, torch.from_numpy(rng.standard_normal(n).astype(np.float32))).cuda(), w
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2, 1])
@@ -130,9 +132,7 @@ def _llm_weight(bits: int, n: int, k: int):
 def test_batched_gemv_llm_shapes_fp16(cuda, bits, m):
     # batch 1: the issue's 11008x4096 for W4/W1, 4096x4096 otherwise; batches: 1024 rows x K 4096
     n, k = (11008, 4096) if m == 1 and bits in (4, 1) else (4096, 4096) if m == 1 else (1024, 4096)
-    packed, w = _llm_weight(bits, n, k)
-    w = w.to(cuda)
-    lb = LowBitLinear(packed, torch.randn(n)).to(cuda)
+    lb, w = _llm_layer(bits, n, k)
     for _ in range(2):  # fresh random inputs every call
         x = torch.randn(m, k, device=cuda, dtype=torch.float16)
         y = lb(x)
