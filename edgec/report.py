@@ -118,7 +118,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if f.get("avx2_predicted_accuracy") is not None:
             sat += f" (predicted test accuracy {f['avx2_predicted_accuracy']:.4f})"
         lines.append(f"- `{name}` ({f['flavour']}, {f['runtime']}): validation accuracy FP32 "
-                     f"{f['fp32_val_accuracy']:.4f}, INT8 {steps}; layers kept in float: "
+                     f"{_fmt(f['fp32_val_accuracy'], '.4f')}, INT8 {steps}; layers kept in float: "
                      f"{', '.join(f['float_layers']) or 'none'}; x86 without VNNI (emulated): {sat}")
     if "prune" in s:
         lines.append(f"- pruned ({s['prune']['criterion']}): {s['prune']['flops_ratio']:.2f} of the FLOPs and "

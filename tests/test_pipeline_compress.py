@@ -53,6 +53,12 @@ def test_prune_then_qat(tmp_path):
     unpruned_model, _ = load_model(arts["distill"].file("student.safetensors"))
     unpruned_conv = sum(m.weight.numel() for m in unpruned_model.modules() if isinstance(m, torch.nn.Conv2d))
     assert 0 < _conv_weight_elements(fp32) < unpruned_conv
+    # ONNX Runtime on a CPU runs the same learned model rewritten as U8U8 (cannot saturate without VNNI).
+    deploy = json.loads((tmp_path / "run" / "deploy" / "deploy.json").read_text())
+    assert deploy["recommended"] == "model.int8.cpu.onnx"
+    assert deploy["int8"]["model.int8.cpu.onnx"]["flavour"] == "u8u8"
+    assert deploy["int8"]["model.int8.onnx"]["flavour"] == "s8s8"
+    assert not arts["verify"].metrics["avx2_saturation"]["model.int8.cpu.onnx"]["saturates"]
 
 
 def test_binaryconnect_deploys_packed_weights(tmp_path):

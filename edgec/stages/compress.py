@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING
 from edgec import distributed
 from edgec.artifacts import Artifact, StageWork
 from edgec.console import say
-from edgec.stages.train import CHECKPOINT, save_student, train_config, training_device
+from edgec.stages.defs import parent
+from edgec.stages.train import CHECKPOINT, STUDENT, TEACHER, save_student, train_config, training_device
 
 if TYPE_CHECKING:
-    from edgec.pipeline import BuildContext
-
-STUDENT = "student.safetensors"
+    from edgec.build_context import BuildContext
 
 
 def student_parent(work: StageWork) -> Artifact:
@@ -27,9 +26,8 @@ def _kd_loss(ctx: BuildContext, work: StageWork, student):
     """The recipe's logit-KD loss against the teacher, for fine-tuning a compressed student."""
     from edgec.compress.distill import make_distill_method
     from edgec.models import load_model
-    from edgec.stages import parent
 
-    teacher, _ = load_model(parent(work, "teacher").file("teacher.safetensors"))
+    teacher, _ = load_model(parent(work, "teacher").file(TEACHER))
     teacher = teacher.to(next(student.parameters()).device)
     params = {k: v for k, v in ctx.recipe.distill.params.items() if k in ("temperature", "alpha")}
     return make_distill_method("kd", teacher, student, **params).loss_fn()
@@ -93,5 +91,24 @@ def quantized_training(ctx: BuildContext, work: StageWork) -> None:
     for key in ("onnx", "packed", "metadata"):  # absolute paths into the .work folder -> file names
         info[key] = Path(info[key]).name if info[key] else None
     work.metrics.update(info, kind="int8" if q.method == "qat" else "lowbit", file=info["onnx"])
+    if q.method == "qat":
+        _qat_cpu_file(work, info, art.val_accuracy)
     say(f"  {q.method} ({art.bits}-bit): val accuracy {art.val_accuracy:.4f}; "
         f"ONNX vs torch top-1 agreement {art.verification.get('top1_agreement', float('nan')):.4f}")
+
+
+def _qat_cpu_file(work: StageWork, info: dict, val_accuracy: float) -> None:
+    """QAT's ONNX Runtime CPU file: the learned S8S8 model rewritten exactly as U8U8
+    (:mod:`edgec.compress.qdq_unsigned`), which cannot saturate x86 CPUs without VNNI; the S8S8 file stays
+    TensorRT's. Recorded in the metrics like PTQ's two files (``files``, ``file``, ``tensorrt_file``)."""
+    from edgec.compress.int8_cpu import FLAVOUR_CPUS
+    from edgec.compress.qdq_unsigned import to_unsigned_qdq
+
+    cpu = "model.int8.cpu.onnx"
+    to_unsigned_qdq(work.path / info["onnx"], work.path / cpu)
+    common = {"float_layers": [], "fp32_val_accuracy": None, "val_accuracy": val_accuracy,
+              "steps": [{"float_layers": [], "val_accuracy": val_accuracy}]}
+    files = {info["onnx"]: {"flavour": "s8s8", "runtime": "tensorrt", "cpus": FLAVOUR_CPUS["s8s8"], **common},
+             cpu: {"flavour": "u8u8", "runtime": "onnxruntime-cpu", "cpus": FLAVOUR_CPUS["u8u8"], **common}}
+    work.metrics.update(file=cpu, tensorrt_file=info["onnx"], cpu_flavour="u8u8", files=files)
+
