@@ -12,7 +12,7 @@ never dropped.
 
 Usage:
     python benchmarks/ptq_robustness.py [--seeds 0,1,2,3,4] [--data ../shared/data/mnist]
-                                        [--out benchmarks/results/ptq_robustness.json]
+                                        [--out benchmarks/results/ptq_robustness.json] [--jobs N] [--device cpu]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -51,8 +52,9 @@ def cpu_flags() -> list[str]:
     return sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
 
 
-def recipe_with_seed(recipe: str, seed: int, data: Path | None, folder: Path) -> Path:
-    """A copy of the built-in ``recipe`` with ``seed`` and benchmarking off, written into ``folder``."""
+def recipe_with_seed(recipe: str, seed: int, data: Path | None, folder: Path, device: str | None = None) -> Path:
+    """A copy of the built-in ``recipe`` with ``seed`` and benchmarking off (and ``train.device`` when
+    given), written into ``folder``."""
     from edgec.recipe import recipe_text
 
     text, _ = recipe_text(recipe)
@@ -61,6 +63,8 @@ def recipe_with_seed(recipe: str, seed: int, data: Path | None, folder: Path) ->
     doc["bench"] = {**(doc.get("bench") or {}), "enabled": False}
     if data is not None:
         doc.setdefault("data", {})["path"] = str(data.resolve())
+    if device is not None:
+        doc["train"] = {**(doc.get("train") or {}), "device": device}
     path = folder / f"{recipe}-seed{seed}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -74,12 +78,13 @@ def _stage_metrics(run: Path, stage: str) -> dict:
     return {}
 
 
-def one_build(recipe: str, seed: int, data: Path | None, tmp: Path) -> dict:
+def one_build(recipe: str, seed: int, data: Path | None, tmp: Path, device: str | None = None) -> dict:
     """Build ``recipe`` at ``seed`` in a fresh folder; the row for the table (failures included)."""
     run = tmp / f"{recipe}-{seed}"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "edgec", "build", str(recipe_with_seed(recipe, seed, data, tmp)),
-                           "--out", str(run), "--quiet"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "edgec", "build",
+                           str(recipe_with_seed(recipe, seed, data, tmp, device)), "--out", str(run), "--quiet"],
+                          capture_output=True, text=True)
     row: dict = {"recipe": recipe, "seed": seed, "exit": proc.returncode, "seconds": time.perf_counter() - t0}
     q = _stage_metrics(run, "quantize")
     control = q.get("accuracy_control") or {}
@@ -137,19 +142,23 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=None, help="MNIST folder: also run the `mnist` recipe")
     ap.add_argument("--recipes", default=None, help="comma-separated built-in recipes (default: digits[,mnist])")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ptq_robustness.json")
+    ap.add_argument("--device", default=None, help="train.device for every build (default: the recipe's, auto)")
+    ap.add_argument("--jobs", type=int, default=1, help="builds at once (1 on a 2-core machine)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     recipes = args.recipes.split(",") if args.recipes else ["digits"] + (["mnist"] if args.data else [])
 
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="edgec-ptq-") as tmp:
-        for recipe in recipes:
-            for seed in seeds:
-                row = one_build(recipe, seed, args.data if recipe != "digits" else None, Path(tmp))
-                rows.append(row)
-                print(f"{recipe} seed {seed}: exit {row['exit']}, INT8 drop "
-                      f"{row.get('int8_drop_points', float('nan')):+.2f} points, float layers "
-                      f"{row['float_layers'] or 'none'} ({row['seconds']:.0f} s)", flush=True)
+    jobs = [(recipe, seed) for recipe in recipes for seed in seeds]
+    with tempfile.TemporaryDirectory(prefix="edgec-ptq-") as tmp, ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        def run(job: tuple[str, int]) -> dict:
+            recipe, seed = job
+            row = one_build(recipe, seed, args.data if recipe != "digits" else None, Path(tmp), args.device)
+            print(f"{recipe} seed {seed}: exit {row['exit']}, INT8 drop "
+                  f"{row.get('int8_drop_points', float('nan')):+.2f} points, float layers "
+                  f"{row['float_layers'] or 'none'} ({row['seconds']:.0f} s)", flush=True)
+            return row
+
+        rows = list(pool.map(run, jobs))
     summary = {recipe: {key: spread([r for r in rows if r["recipe"] == recipe], key)
                         for key in ("teacher", "student_fp32_onnx", "student_int8", "int8_drop_points")}
                for recipe in recipes}
