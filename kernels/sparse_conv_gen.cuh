@@ -46,9 +46,10 @@ __device__ __forceinline__ void scg_store(__half* p, float v) { *p = __float2hal
 #define SCG_ROWS_PER_PASS (SCG_THREADS / SCG_COL_STEP)  // tile rows the block stages per pass
 #define SCG_PASSES ((SCG_CC * SCG_TH_IN + SCG_ROWS_PER_PASS - 1) / SCG_ROWS_PER_PASS)
 
-// Resident blocks asked of ptxas: enough to allow 128 registers per thread. With the thread count alone, CUDA 13's
-// ptxas capped small blocks at 32-40 registers on sm_90 and spilled the accumulators.
-#define SCG_MIN_BLOCKS (SCG_THREADS * 128 >= 65536 ? 1 : 65536 / (SCG_THREADS * 128))
+// Resident blocks asked of ptxas: few enough to allow ~168 registers per thread (32-64 accumulators plus hoisted
+// loads). With the thread count alone, CUDA 13's ptxas capped small blocks at 32-40 registers on sm_90 and
+// spilled the accumulators.
+#define SCG_MIN_BLOCKS (SCG_THREADS * 168 >= 65536 ? 1 : 65536 / (SCG_THREADS * 168))
 
 extern "C" __global__ void __launch_bounds__(SCG_THREADS, SCG_MIN_BLOCKS)
 sparse_conv_gen(const SCG_T* __restrict__ x, const float* __restrict__ bias, SCG_T* __restrict__ y) {
