@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +25,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgec.backends import get_backend
 from edgec.errors import RecipeError
+from edgec.registry import closest, did_you_mean
 
 SCHEMA_VERSION = 1
 
@@ -67,9 +68,7 @@ class TrainingSpec(Section):
         want = v.strip().lower()
         if want in ("auto", "cpu", "cuda") or (want.startswith("cuda:") and want[5:].isdigit()):
             return want
-        close = ["cuda"] if want in ("gpu", "nvidia") else \
-            difflib.get_close_matches(want, ["auto", "cpu", "cuda", "cuda:0"], n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = "did you mean 'cuda'? " if want in ("gpu", "nvidia") else did_you_mean(want, ["auto", "cpu", "cuda", "cuda:0"])
         raise ValueError(f"{hint}expected auto, cpu, cuda or cuda:N (N = the GPU's index)")
 
 
@@ -331,11 +330,10 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _engine_fits_bench(self) -> Recipe:
-        # A TensorRT engine only runs batches inside its optimisation profile.
-        if (self.engine.backend == "tensorrt" and self.bench.enabled
-                and self.bench.batch_size > self.engine.max_batch):
-            raise ValueError(f"bench.batch_size {self.bench.batch_size} > engine.max_batch {self.engine.max_batch}: "
-                             "the TensorRT engine cannot run it; raise engine.max_batch or lower bench.batch_size")
+        # What the named backend cannot run (a TensorRT engine only runs batches inside its profile).
+        problem = None if self.engine.backend == "auto" else get_backend(self.engine.backend).recipe_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -396,8 +394,8 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         path = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             valid = _fields_at(loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'?" if close else f"valid fields: {', '.join(valid)}"
+            best = closest(loc[-1], valid)
+            hint = f"did you mean '{best}'?" if best else f"valid fields: {', '.join(valid)}"
             lines.append(f"{source}: {path}: unknown field ({hint})")
         elif err["type"] == "missing":
             lines.append(f"{source}: {path}: required field is missing")
@@ -443,8 +441,7 @@ def recipe_text(name_or_path: str | Path) -> tuple[str, str]:
         return p.read_text(encoding="utf-8"), str(p)
     builtin = builtin_recipes()
     if str(name_or_path) not in builtin:
-        close = difflib.get_close_matches(str(name_or_path), list(builtin), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = did_you_mean(name_or_path, builtin, cutoff=0.6)
         raise RecipeError(f"unknown recipe '{name_or_path}'",
                           hint=f"{hint}built-in recipes: {', '.join(builtin)}; or pass a path to a .yaml file")
     text = resources.files("edgec.recipes").joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")

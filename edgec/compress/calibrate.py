@@ -18,18 +18,17 @@ Example:
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 
 from edgec.errors import DataError, RecipeError
+from edgec.registry import Registry
 
-CALIBRATION_METHODS: dict[str, CalibrationMethod] = {
-    "minmax": CalibrationMethod.MinMax,
-    "percentile": CalibrationMethod.Percentile,
-    "entropy": CalibrationMethod.Entropy,
-}
+CALIBRATION_METHODS: Registry[CalibrationMethod] = Registry(
+    "calibration method", field="quantize.calibration.method", normalize=lambda n: n.strip().lower())
+CALIBRATION_METHODS.register("minmax", CalibrationMethod.MinMax)
+CALIBRATION_METHODS.register("percentile", CalibrationMethod.Percentile)
+CALIBRATION_METHODS.register("entropy", CalibrationMethod.Entropy)
 
 
 def calibration_method(name: str) -> CalibrationMethod:
@@ -39,13 +38,7 @@ def calibration_method(name: str) -> CalibrationMethod:
         >>> calibration_method("minmax")
         <CalibrationMethod.MinMax: 0>
     """
-    key = str(name).strip().lower()
-    if key in CALIBRATION_METHODS:
-        return CALIBRATION_METHODS[key]
-    close = difflib.get_close_matches(key, list(CALIBRATION_METHODS), n=1, cutoff=0.4)
-    suggestion = f"did you mean '{close[0]}'? " if close else ""
-    raise RecipeError(f"unknown calibration method '{name}' (quantize.calibration.method)",
-                      hint=f"{suggestion}valid methods: {', '.join(CALIBRATION_METHODS)}")
+    return CALIBRATION_METHODS.get(name)
 
 
 def select_calibration_samples(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

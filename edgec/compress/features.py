@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from edgec.errors import ModelError, RecipeError
+from edgec.registry import did_you_mean
 
 
 class _StopForward(Exception):
@@ -41,10 +41,8 @@ def find_layer(model: nn.Module, name: str, role: str) -> nn.Module:
     if isinstance(name, str) and name in modules:
         return modules[name]
     valid = list(modules)
-    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
     shown = valid if len(valid) <= 40 else valid[:40] + [f"... ({len(valid) - 40} more)"]
-    hint = (f"did you mean '{close[0]}'? " if close else "") + \
-        f"valid module names: {', '.join(shown) or '(none)'}"
+    hint = did_you_mean(name, valid) + f"valid module names: {', '.join(shown) or '(none)'}"
     raise RecipeError(f"{role} {name!r} is not a module of {type(model).__name__}", hint=hint)
 
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgec.compress.distill import DistillStage, _number, kd_loss, register_distill_method
+from edgec.compress.distill_methods import DistillStage, _number, kd_loss, register_distill_method
 from edgec.compress.features import capture, find_layer, hint_loss, make_regressor, params_up_to
 from edgec.errors import RecipeError
 from edgec.train import LossFn

@@ -31,21 +31,20 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
 from edgec.compress.prune_graph import ChannelGroup
-from edgec.errors import RecipeError
+from edgec.registry import Registry
 from edgec.train import cross_entropy_loss
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]   # (x (B, C, H, W), y (B,)) on the model's device
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 Criterion = Callable[..., dict[str, torch.Tensor]]
 
-_CRITERIA: dict[str, Criterion] = {}
+CRITERIA: Registry[Criterion] = Registry("pruning criterion", field="prune.criterion")
 
 
 def register_criterion(name: str) -> Callable[[Criterion], Criterion]:
@@ -55,10 +54,7 @@ def register_criterion(name: str) -> Callable[[Criterion], Criterion]:
         >>> @register_criterion("l1")
         ... def l1(model, groups, batches, loss_fn, generator): ...
     """
-    def decorate(fn: Criterion) -> Criterion:
-        _CRITERIA[name] = fn
-        return fn
-    return decorate
+    return CRITERIA.register(name)
 
 
 def available_criteria() -> list[str]:
@@ -68,7 +64,7 @@ def available_criteria() -> list[str]:
         >>> available_criteria()
         ['activation', 'random', 'taylor', 'weight']
     """
-    return sorted(_CRITERIA)
+    return sorted(CRITERIA.names())
 
 
 def check_criterion(name: str) -> str:
@@ -77,12 +73,7 @@ def check_criterion(name: str) -> str:
     Example:
         >>> check_criterion("taylr")     # RecipeError: ... did you mean 'taylor'?
     """
-    if name not in _CRITERIA:
-        close = difflib.get_close_matches(str(name), list(_CRITERIA), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise RecipeError(f"unknown pruning criterion {name!r}",
-                          hint=f"{hint}valid: {', '.join(available_criteria())}")
-    return name
+    return CRITERIA.canonical(name)
 
 
 def criterion_scores(name: str, model: nn.Module, groups: list[ChannelGroup], batches: Batches,
@@ -97,7 +88,7 @@ def criterion_scores(name: str, model: nn.Module, groups: list[ChannelGroup], ba
     Example:
         >>> criterion_scores("weight", model, channel_groups(model), [])["features.block1.conv1"]
     """
-    fn = _CRITERIA[check_criterion(name)]
+    fn = CRITERIA.get(name)
     was_training = model.training
     model.eval()
     try:

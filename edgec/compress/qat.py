@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +40,15 @@ from edgec.compress.fakequant import ACT_OBSERVERS, FAKEQUANT_LAYERS, FakeQuantC
 from edgec.compress.lowbit import LOWBIT_LAYERS, LowBitConv2d, LowBitLinear, finalize_lowbit
 from edgec.compress.quantizers import make_quantizer
 from edgec.errors import ModelError, RecipeError
+from edgec.registry import Registry
 from edgec.train import LossFn, TrainConfig, TrainResult, fit
 
 METHODS = ("ptq", "qat", "binaryconnect", "stochastic_rounding")
 TRAINED_METHODS = ("qat", "binaryconnect", "stochastic_rounding")
-_ALIASES = {"bc": "binaryconnect", "sr": "stochastic_rounding", "int8": "qat"}
+_NAMES: Registry[str] = Registry("quantization method", field="quantize.method", normalize=lambda n: n.strip().lower(),
+                                 aliases={"bc": "binaryconnect", "sr": "stochastic_rounding", "int8": "qat"})
+for _name in METHODS:
+    _NAMES.register(_name, _name)
 CALIBRATION_SAMPLES = 512  # batches' worth of data that initialise the activation scales
 
 
@@ -56,13 +59,7 @@ def check_method(method: str) -> str:
         >>> check_method("sr")
         'stochastic_rounding'
     """
-    name = _ALIASES.get(str(method).strip().lower(), str(method).strip().lower())
-    if name not in METHODS:
-        close = difflib.get_close_matches(str(method), METHODS, n=1)
-        suggestion = f"did you mean '{close[0]}'? " if close else ""
-        raise RecipeError(f"unknown quantization method {method!r}",
-                          hint=f"{suggestion}use one of: {', '.join(METHODS)}")
-    return name
+    return _NAMES.canonical(method)
 
 
 def check_bits(method: str, bits: int | None, scheme: str | None = None) -> int:

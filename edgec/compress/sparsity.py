@@ -45,9 +45,13 @@ import torch
 from torch import nn
 
 from edgec.errors import RecipeError
+from edgec.registry import Registry
 from edgec.train import cross_entropy_loss
 
 METHODS = ("magnitude", "taylor")
+_METHOD_NAMES: Registry[str] = Registry("sparsity method")
+for _name in METHODS:
+    _METHOD_NAMES.register(_name, _name)
 
 
 def sparsifiable_layers(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, nn.Module]:
@@ -87,11 +91,7 @@ def weight_scores(model: nn.Module, method: str = "magnitude", batches: Iterable
         >>> scores = weight_scores(model, "taylor", batches=[(x, y)])
     """
     if method not in METHODS:
-        import difflib
-        close = difflib.get_close_matches(str(method), METHODS, n=1)
-        raise RecipeError(f"unknown sparsity method {method!r}",
-                          hint=(f"did you mean '{close[0]}'? " if close else "")
-                          + f"valid: {', '.join(METHODS)}")
+        raise _METHOD_NAMES.unknown(method)
     layers = sparsifiable_layers(model, exclude)
     if method == "magnitude":
         return {n: m.weight.detach().abs() for n, m in layers.items()}

@@ -8,12 +8,12 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgec.errors import DataError
+from edgec.registry import Registry
 
 from .cifar10 import read_cifar10
 from .dataset import Dataset, RawData
@@ -22,24 +22,22 @@ from .mnist import read_mnist
 from .splits import build_dataset
 from .synthetic import check_params, make_synthetic
 
-# name -> reader(path) -> RawData. synthetic takes its parameters instead of a path.
-_READERS: dict[str, Callable[[str | Path | None], RawData]] = {
-    "digits": read_digits,
-    "mnist": read_mnist,
-    "cifar10": read_cifar10,
-}
-DATASETS: tuple[str, ...] = ("digits", "mnist", "cifar10", "synthetic")
+
+def _unknown_dataset(name: str, best: str | None, valid: list[str]) -> DataError:
+    return DataError(f"unknown dataset '{name}'; valid names: {', '.join(valid)}",
+                     hint=(f"did you mean '{best}'? " if best else "") + f"set data.name to one of: {', '.join(valid)}")
 
 
-def _canonical(name: str) -> str:
-    """'CIFAR-10', 'cifar_10' -> 'cifar10'; unknown names raise with the closest valid one."""
-    key = str(name).strip().lower().replace("-", "").replace("_", "")
-    if key in DATASETS:
-        return key
-    close = difflib.get_close_matches(key, DATASETS, n=1, cutoff=0.5)
-    suggestion = f"did you mean '{close[0]}'? " if close else ""
-    raise DataError(f"unknown dataset '{name}'; valid names: {', '.join(DATASETS)}",
-                    hint=f"{suggestion}set data.name to one of: {', '.join(DATASETS)}")
+# name -> reader(path) -> RawData; 'CIFAR-10', 'cifar_10' -> 'cifar10'. synthetic's "reader" makes the
+# data from its parameters instead of a path (load_dataset passes them).
+READERS: Registry[Callable[..., RawData]] = Registry(
+    "dataset", error=DataError, normalize=lambda n: n.strip().lower().replace("-", "").replace("_", ""),
+    on_unknown=_unknown_dataset)
+READERS.register("digits", read_digits)
+READERS.register("mnist", read_mnist)
+READERS.register("cifar10", read_cifar10)
+READERS.register("synthetic", make_synthetic)
+DATASETS: tuple[str, ...] = tuple(READERS.names())  # digits, mnist, cifar10, synthetic
 
 
 def _check_fraction(value: Any, what: str) -> float:
@@ -54,7 +52,7 @@ def load_dataset(name: str, path: str | Path | None = None, *, val_fraction: flo
                  synthetic: dict | None = None) -> Dataset:
     """Load a dataset by name and split it reproducibly (seeded, stratified by class).
 
-    - ``name``: one of :data:`DATASETS` ("digits", "mnist", "cifar10", "synthetic").
+    - ``name``: one of :data:`DATASETS` ("digits", "mnist", "cifar10", "synthetic"; :data:`READERS`).
     - ``path``: the data folder for mnist and cifar10; ignored by digits and synthetic.
     - ``test_fraction``: share of all labelled examples held out as test, used only when the
       dataset has no official test set (MNIST without t10k files, CIFAR-10 without test_batch.bin,
@@ -71,7 +69,7 @@ def load_dataset(name: str, path: str | Path | None = None, *, val_fraction: flo
         >>> ds.train.x.shape[1:], ds.num_classes, len(ds.test)
         ((3, 8, 8), 10, 40)
     """
-    canonical = _canonical(name)
+    canonical = READERS.canonical(name)
     val_fraction = _check_fraction(val_fraction, "val_fraction")
     test_fraction = _check_fraction(test_fraction, "test_fraction")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -87,6 +85,6 @@ def load_dataset(name: str, path: str | Path | None = None, *, val_fraction: flo
         if synthetic is not None:
             raise DataError(f"synthetic parameters were given for dataset '{canonical}'",
                             hint="remove data.synthetic, or set data.name to 'synthetic'")
-        raw = _READERS[canonical](path)
+        raw = READERS.get(canonical)(path)
     return build_dataset(raw, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                          limit=limit, extra=extra)

@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import numbers
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from edgec.errors import ModelError
+from edgec.registry import Registry, closest
 
 Factory = Callable[..., nn.Module]
 
@@ -43,16 +43,17 @@ class _Entry:
     optional: tuple[str, ...] = ()
 
 
-_REGISTRY: dict[str, _Entry] = {}
+def _unknown_model(name: str, best: str | None, known: list[str]) -> ModelError:
+    return ModelError(f"unknown model '{name}'" + (f" (did you mean '{best}'?)" if best else ""),
+                      hint=f"choose one of: {', '.join(known)}")
 
 
-def _closest(word: str, choices: Iterable[str]) -> str | None:
-    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return found[0] if found else None
+MODELS: Registry[_Entry] = Registry("model", on_unknown=lambda name, best, known: _unknown_model(name, best, sorted(known)))
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    best = _closest(word, choices)
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
+    best = closest(word, choices)
     return f" (did you mean '{best}'?)" if best else ""
 
 
@@ -75,7 +76,7 @@ def register_model(name: str, optional: tuple[str, ...] = ()) -> Callable[[Facto
 
     def decorate(factory: Factory) -> Factory:
         # Registration errors are edgec programming bugs, not user mistakes: plain exceptions.
-        if name in _REGISTRY:
+        if name in MODELS:
             raise ValueError(f"model '{name}' is already registered")
         sig = inspect.signature(factory)
         names = list(sig.parameters)
@@ -93,21 +94,14 @@ def register_model(name: str, optional: tuple[str, ...] = ()) -> Callable[[Facto
             del defaults[opt]
         doc = inspect.getdoc(factory) or ""
         description = doc.strip().splitlines()[0] if doc.strip() else name
-        _REGISTRY[name] = _Entry(factory, description, defaults, tuple(optional))
+        MODELS.register(name, _Entry(factory, description, defaults, tuple(optional)))
         return factory
 
     return decorate
 
 
 def _entry(name: str) -> _Entry:
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        known = sorted(_REGISTRY)
-        raise ModelError(
-            f"unknown model '{name}'{_did_you_mean(str(name), known)}",
-            hint=f"choose one of: {', '.join(known)}",
-        ) from None
+    return MODELS.get(name)
 
 
 def list_models() -> dict[str, str]:
@@ -117,7 +111,7 @@ def list_models() -> dict[str, str]:
         >>> list_models()["fitnet"]
         'FitNets-style thin-and-deep student: stages of 3x3 conv-BN-ReLU with max-pooling between.'
     """
-    return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
+    return {name: entry.description for name, entry in sorted(MODELS.items())}
 
 
 def model_params(name: str) -> dict[str, object]:

@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from edgec.errors import RecipeError
+from edgec.registry import did_you_mean
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "step", "none")
@@ -42,9 +42,7 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _choice_error(what: str, value: str, valid: Iterable[str]) -> RecipeError:
     valid = list(valid)
-    close = difflib.get_close_matches(value, valid, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return RecipeError(f"unknown {what} {value!r}", hint=f"{hint}valid: {', '.join(valid)}")
+    return RecipeError(f"unknown {what} {value!r}", hint=f"{did_you_mean(value, valid, cutoff=0.6)}valid: {', '.join(valid)}")
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import edgec.compress.distill as distill_mod
+import edgec.compress.distill_methods as distill_methods
 from edgec.compress.distill import (DistillMethod, DistillStage, LogitKD, distill, kd_loss,
                                     make_distill_method, register_distill_method)
 from edgec.errors import ModelError, RecipeError
@@ -160,7 +160,7 @@ def test_default_kd_beats_chance_and_resumes_only_with_same_params(teacher, tmp_
 
 
 def test_a_registered_multi_stage_method_runs_its_stages_in_order(teacher, tmp_path, monkeypatch):
-    monkeypatch.setattr(distill_mod, "_METHODS", dict(distill_mod._METHODS))
+    monkeypatch.setattr(distill_methods, "METHODS", distill_methods.METHODS.copy())
     calls: list[str] = []
 
     @register_distill_method("two_stage")

@@ -78,9 +78,9 @@ def test_resnet_convs_added_together_must_share_a_width():
 
 def test_optional_params_must_default_to_none():
     from edgec.models import register_model
-    from edgec.models.registry import _REGISTRY
+    from edgec.models.registry import MODELS
 
     with pytest.raises(TypeError, match="must default to None"):
         register_model("_test_opt", optional=("hidden",))(
             lambda in_channels, num_classes, input_size, hidden=4: None)
-    assert "_test_opt" not in _REGISTRY
+    assert "_test_opt" not in MODELS

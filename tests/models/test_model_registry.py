@@ -8,7 +8,7 @@ from torch import nn
 
 from edgec.errors import ModelError
 from edgec.models import create_model, list_models, model_params, register_model
-from edgec.models.registry import _REGISTRY
+from edgec.models.registry import MODELS
 
 FAMILIES = ("teacher_cnn", "fitnet", "cifar_resnet")
 
@@ -100,7 +100,7 @@ def test_register_model_custom_family_and_guards():
         with pytest.raises(ValueError, match="already registered"):
             register_model("_test_tiny")(tiny)
     finally:
-        _REGISTRY.pop("_test_tiny", None)
+        MODELS.unregister("_test_tiny")
 
     with pytest.raises(TypeError, match="needs a default"):
         register_model("_test_bad")(lambda in_channels, num_classes, input_size, width: None)

@@ -17,9 +17,17 @@ from typing import Any
 from edgec.bench.machine import is_jetson
 from edgec.bench.meters import METERS, NvmlMeter, PowerMeter, nvml_target_for_cuda_index
 from edgec.errors import EdgecError, MissingDependencyError
+from edgec.registry import Registry
 
 __all__ = ["describe_meters", "list_meters", "pick_meter"]
 
+_NAMES: Registry[type[PowerMeter]] = Registry(
+    "power meter", error=EdgecError,
+    on_unknown=lambda spec, best, valid: EdgecError(
+        f"unknown power meter {spec!r}",
+        hint=(f"did you mean '{best}'? " if best else "") + "choose one of: auto, off, " + ", ".join(valid)))
+for _name, _cls in METERS.items():
+    _NAMES.register(_name, _cls)
 _AUTO = {"jetson": ("ina3221-hwmon", "ina3221-iio", "tegrastats"), "cuda": ("nvml",),
          "cpu": ("rapl",), None: ("nvml", "rapl")}
 
@@ -30,7 +38,7 @@ def _make(name: str, device: str | None, root: Path) -> PowerMeter:
         if device and ":" in device and device.split(":", 1)[1].isdigit():
             index = int(device.split(":", 1)[1])
         return NvmlMeter(nvml_target_for_cuda_index(index))
-    return METERS[name](root=root)  # type: ignore[call-arg]
+    return _NAMES.get(name)(root=root)  # type: ignore[call-arg]
 
 
 def list_meters(root: Path = Path("/")) -> list[PowerMeter]:
@@ -92,9 +100,7 @@ def pick_meter(spec: str = "auto", *, device: str | None = None,
     if spec in ("off", "none", "false", "0"):
         return None
     if spec != "auto":
-        if spec not in METERS:
-            raise EdgecError(f"unknown power meter {spec!r}",
-                             hint="choose one of: auto, off, " + ", ".join(METERS))
+        _NAMES.canonical(spec)  # an unknown name: the closest one and every valid one
         meter = _make(spec, device, root)
         ok, why = meter.available()
         if ok:
