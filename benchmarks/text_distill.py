@@ -51,10 +51,11 @@ def train_variant(name, recipe, ds, vocab, init, sentences, logits, gold, workdi
     return result.model.eval(), time.perf_counter() - t0
 
 
-def latency(work_inputs, name, feeds, threads):
+def latency(work_inputs, files, name, feeds, threads):
     from edgec.bench.run import Timing, bench_model
 
-    entry = bench_model(lambda: work_inputs.open(name, threads), lambda b: feeds, [1],
+    path, runtime, _ = files[name]
+    entry = bench_model(lambda: work_inputs.open(name, path, runtime, threads), lambda b: feeds, [1],
                         Timing(warmup_runs=20, min_runs=300, min_duration_s=3.0))
     return entry["latency"]["1"]["host"]
 
@@ -70,6 +71,8 @@ def main() -> int:
 
     from edgec.pipeline import build
     from edgec.recipe import load_recipe
+    from edgec.stages.check import model_files
+    from edgec.stages.tasks import TEXT
     from edgec.stages.text import TextInputs, median_sentence, load_transfer, student_init
     from edgec.text.data import load_sst2
     from edgec.text.student import load_student
@@ -103,10 +106,11 @@ def main() -> int:
     class Work:  # TextInputs reads the build's artifacts as a stage's parents
         parents = [arts[s] for s in ("teacher", "distill", "export", "quantize", "engine")]
 
-    inputs = TextInputs(Work)
+    inputs = TextInputs(None, Work)
+    files = model_files(arts, TEXT)
     one = median_sentence(ds.test.sentences)
     load_timing = os.getloadavg()
-    lat = {name: latency(inputs, name, inputs.ids(name, [one]), args.threads)
+    lat = {name: latency(inputs, files, name, inputs.ids(name, [one]), args.threads)
            for name in ("teacher", "student_fp32_onnx", "student_int8")}
     t_p50 = lat["teacher"]["p50"]
     params = {k: m[k]["params_detail"] for k in ("teacher", "student")}

@@ -24,12 +24,17 @@ from typing import Any
 from edgec import __version__
 from edgec.artifacts import Artifact, sha256_file
 from edgec.atomic import atomic_path, atomic_write_json
+from edgec.stages.defs import Task
 
 
-def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name: str) -> dict[str, Any]:
-    """Copy the deployable models into ``out/deploy`` (atomically) and write ``deploy.json``."""
+def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name: str, task: Task) -> dict[str, Any]:
+    """Copy the deployable models into ``out/deploy`` (atomically) and write ``deploy.json``.
+
+    File names come from the stage defs of ``task``: the export stage's model and the quantize
+    stage's (``quantize`` names its deployable file in a metric)."""
     folder = out / "deploy"
-    files = {"model.onnx": arts["export"].file("model.onnx")}
+    fp32 = task.stage("export").outputs.model_file(arts["export"])
+    files = {fp32.name: fp32}
     q = arts.get("quantize")
     int8: dict[str, Any] = {}
     if q is not None and q.metrics["kind"] == "int8":
@@ -63,7 +68,7 @@ def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name
         "files": {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
                   for name in files},
         "recommended": (q.metrics["file"] if int8 else
-                        next((n for n in files if n.endswith(".onnx") and n != "model.onnx"), "model.onnx")),
+                        next((n for n in files if n.endswith(".onnx") and n != fp32.name), fp32.name)),
     }
     if int8:  # which INT8 file is which flavour, for which runtime and CPUs
         info["int8"] = int8

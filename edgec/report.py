@@ -18,18 +18,20 @@ from typing import TYPE_CHECKING, Any
 from edgec import __version__
 from edgec.artifacts import Artifact
 from edgec.atomic import atomic_path, atomic_write_json, atomic_write_text
+from edgec.backends import get_backend
 from edgec.deploy import write_deploy
+from edgec.stages.check import model_files
 
 if TYPE_CHECKING:
-    from edgec.pipeline import BuildContext
+    from edgec.build_context import BuildContext
+
 
 def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
     """Assemble ``report.json``'s content from the artifacts' manifests."""
-    from edgec.stages.check import model_files
-
+    assert ctx.task is not None
     verify = arts["verify"].metrics
     bench = arts["bench"].metrics["models"] if "bench" in arts else {}
-    files = model_files(arts)
+    files = model_files(arts, ctx.task)
     models: dict[str, Any] = {}
     for name, vres in verify["models"].items():
         path, _, size_art = files[name]
@@ -82,8 +84,7 @@ def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
         "models": models,
         "summary": summary,
         "parity": arts["export"].metrics.get("parity"),
-        "engine": {k: arts["engine"].metrics[k] for k in ("backend", "model", "runner", "tensorrt", "gpu", "build",
-                                                          "layers", "swapped") if k in arts["engine"].metrics},
+        "engine": _engine_section(arts["engine"].metrics),
         "engine_verify": verify.get("engine"),
         "artifacts": {stage: str(a.path) for stage, a in arts.items()},
         "stages": {"reused": ctx.reused, "ran": ctx.ran},
@@ -138,20 +139,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _engine_section(metrics: dict[str, Any]) -> dict[str, Any]:
+    """report.json's ``engine``: what ran, and what its backend says about what it built."""
+    keys = ("backend", "model", "runner", *get_backend(metrics["backend"]).report_keys)
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
 def _engine_lines(report: dict[str, Any]) -> list[str]:
-    """TensorRT / kernels engine: what was built, per-layer precision, agreement with its source."""
-    e, lines = report["engine"], []
-    layers = e.get("layers") or {}
-    if e["backend"] == "tensorrt":
-        line = (f"- TensorRT {e.get('tensorrt')} engine for {(e.get('gpu') or {}).get('name')}"
-                f" ({'strongly typed' if (e.get('build') or {}).get('strongly_typed') else 'weakly typed'})")
-        if layers.get("detailed"):
-            line += (f": {layers['int8']} INT8 / {layers['fp16']} FP16 / {layers['fp32']} FP32 layers "
-                     f"({layers['int8_fraction']:.0%} INT8), {layers['fallback_count']} fell back from INT8")
-        lines.append(line)
-    elif e["backend"] == "kernels":
-        lines.append(f"- edgec CUDA kernels: {len(e.get('swapped') or [])} layers swapped "
-                     f"({', '.join(e.get('swapped') or []) or 'none'})")
+    """The engine (TensorRT, kernels): what was built, per-layer precision, agreement with its source."""
+    e = report["engine"]
+    lines = get_backend(e["backend"]).report_lines(e)
     v = report.get("engine_verify")
     if v:
         lines.append(f"- {v['model']} vs {v['reference']}: max |diff| {v['max_abs_diff']:.3g}, top-1 agreement "
@@ -199,7 +196,7 @@ def write_report(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]
 
     out = ctx.store.root
     report = collect(ctx, arts)
-    report["deploy"] = write_deploy(out, arts, ctx.dataset, ctx.recipe.name)
+    report["deploy"] = write_deploy(out, arts, ctx.dataset, ctx.recipe.name, ctx.task)
     if any(m["latency_ms"] for m in report["models"].values()):
         with atomic_path(out / "report.png") as tmp:
             tmp.write_bytes(render_plot(report))

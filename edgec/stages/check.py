@@ -9,74 +9,52 @@ import numpy as np
 
 from edgec.artifacts import Artifact, StageWork
 from edgec.atomic import atomic_write_json
+from edgec.backends import BACKENDS, get_backend
 from edgec.console import say
 from edgec.errors import VerificationFailed
+from edgec.stages.defs import Task
 
 if TYPE_CHECKING:
-    from edgec.pipeline import BuildContext
+    from edgec.build_context import BuildContext
 
-def model_files(arts: dict[str, Artifact]) -> dict[str, tuple[Path, str, Artifact]]:
+
+def model_files(arts: dict[str, Artifact], task: Task) -> dict[str, tuple[Path, str, Artifact]]:
     """The models a build produced: report name -> (file, runtime, artifact holding its params/FLOPs).
 
-    ``student`` is the final FP32 student (pruned when pruning ran); the quantized one is
-    ``student_int8`` (PTQ or QAT, QDQ ONNX) or ``student_lowbit`` (BinaryConnect / SR), run by ONNX
-    Runtime. An engine built from them is ``student_tensorrt`` (``model.plan``) or
+    The task lists its models (:class:`edgec.stages.defs.ModelEntry`); each file is the model output its
+    stage's def declares. An engine built from them is ``student_tensorrt`` (``model.plan``) or
     ``student_kernels`` (the student on edgec's CUDA kernels).
     """
-    if arts["teacher"].metrics.get("modality") == "text":  # the text chain names its files itself
-        from edgec.stages.text import model_files as text_model_files
-
-        return text_model_files(arts)
+    out = {}
+    for m in task.models:
+        art = next((arts[s] for s in m.stages if s in arts), None)
+        if art is not None:
+            size = next(arts[s] for s in m.size if s in arts)
+            out[m.name.format(**art.metrics)] = (task.stage(art.stage).outputs.model_file(art), m.runtime, size)
     student = arts.get("prune") or arts["distill"]
-    out = {"teacher": (arts["teacher"].file("teacher.safetensors"), "torch", arts["teacher"]),
-           "student": (student.file("student.safetensors"), "torch", student),
-           "student_fp32_onnx": (arts["export"].file("model.onnx"), "onnxruntime", student)}
-    q = arts.get("quantize")
-    if q is not None:
-        out[f"student_{q.metrics['kind']}"] = (q.file(q.metrics["file"]), "onnxruntime", student)
     engine = arts.get("engine")
-    backend = engine.metrics.get("backend") if engine is not None else None
-    if backend == "tensorrt":
-        out["student_tensorrt"] = (engine.file(engine.metrics["engine_file"]), "tensorrt", student)
-    elif backend == "kernels":
-        out["student_kernels"] = (student.file("student.safetensors"), "kernels", student)
+    backend = get_backend(engine.metrics["backend"]) if engine is not None else None
+    own = backend.engine_model(engine, student.file("student.safetensors")) if backend is not None else None
+    if own is not None:  # an engine with a model file of its own (TensorRT plan, the kernels' student)
+        out[f"student_{backend.name}"] = (own, backend.name, student)
     return out
 
 
-def built_models(work: StageWork) -> dict[str, tuple[Path, str]]:
+def built_models(ctx: BuildContext, work: StageWork) -> dict[str, tuple[Path, str]]:
     """The models among ``work``'s parents: name -> (file, runtime)."""
-    files = model_files({a.stage: a for a in work.parents})
+    assert ctx.task is not None
+    files = model_files({a.stage: a for a in work.parents}, ctx.task)
     return {name: (path, runtime) for name, (path, runtime, _) in files.items()}
 
 
-def thread_options(runtime: str, threads: int | None) -> dict:
-    """The runner option that sets ``threads`` CPU threads (torch and ONNX Runtime name it differently)."""
-    if not threads or runtime not in ("torch", "onnxruntime"):
-        return {}
-    return {"threads": threads} if runtime == "torch" else {"intra_op_threads": threads}
-
-
-def _open(path: Path, runtime: str, threads: int | None = None, **options):
-    from edgec.runtimes import open_runner
-
-    return open_runner(path, runtime=runtime, **options, **thread_options(runtime, threads))
-
-
 def _engine_options(ctx: BuildContext, runtime: str) -> dict:
-    """Runner options the recipe's ``engine`` section sets for the TensorRT / kernels runners."""
-    spec = ctx.recipe.engine
-    if runtime == "tensorrt":
-        return {"cuda_graph": spec.cuda_graph}
-    if runtime == "kernels":
-        from edgec.engine.kernels import runner_options
-
-        return runner_options(spec)
-    return {}
+    """Runner options the recipe's ``engine`` section sets for ``runtime`` (TensorRT's CUDA graph, the kernels' settings)."""
+    return get_backend(runtime).runner_options(ctx.recipe.engine)
 
 
-# An engine is checked against the model it was built from (the first of these that was built).
-ENGINE_REFERENCES = {"student_tensorrt": ("student_int8", "student_lowbit", "student_fp32_onnx"),
-                     "student_kernels": ("student",)}
+def engine_references() -> dict[str, tuple[str, ...]]:
+    """An engine's model -> the models it is checked against (the first of them that was built)."""
+    return {f"student_{b.name}": b.verify_against for _, b in BACKENDS.items() if b.verify_against}
 
 
 def _verify_engine(logits: dict[str, np.ndarray], results: dict, v, metrics: dict) -> list[str]:
@@ -85,7 +63,7 @@ def _verify_engine(logits: dict[str, np.ndarray], results: dict, v, metrics: dic
     from edgec.compare import compare
 
     problems = []
-    for name, refs in ENGINE_REFERENCES.items():
+    for name, refs in engine_references().items():
         ref = next((r for r in refs if r in logits), None)
         if name not in logits or ref is None:
             continue
@@ -164,40 +142,34 @@ def int8_saturation(work: StageWork, x: np.ndarray, metrics: dict, y: np.ndarray
 
 
 def verify(ctx: BuildContext, work: StageWork) -> None:
-    """Accuracy of every model on the test split, and INT8-vs-FP32 top-1 agreement; fail beyond tolerance."""
-    from edgec.runtimes import predict
+    """Accuracy of every model on the test split, and INT8-vs-FP32 top-1 agreement; fail beyond tolerance.
 
+    Written once for every task: the task's inputs (:mod:`edgec.stages.inputs`) feed each model.
+    """
+    assert ctx.task is not None
     test, v = ctx.dataset.test, ctx.recipe.verify
+    inputs = ctx.task.inputs(ctx, work)
     preds: dict[str, np.ndarray] = {}
     logits: dict[str, np.ndarray] = {}
     results = {}
-    for name, (path, runtime) in built_models(work).items():
-        with _open(path, runtime, **_engine_options(ctx, runtime)) as runner:
-            # an engine's batch is bounded by its optimization profile
-            logits[name] = predict(runner, test.x, batch_size=getattr(runner, "max_batch", None) or 256)
-            preds[name] = logits[name].argmax(axis=1)
+    for name, (path, runtime) in built_models(ctx, work).items():
+        logits[name] = inputs.test_logits(name, path, runtime, **_engine_options(ctx, runtime))
+        preds[name] = logits[name].argmax(axis=1)
         acc = float((preds[name] == test.y).mean())
         results[name] = {"accuracy": acc, "runtime": runtime, "n": int(len(test.y))}
-        say(f"  {name:<18} {runtime:<12} accuracy {acc:.4f} on {len(test.y)} test images")
+        say(f"  {name:<18} {runtime:<12} accuracy {acc:.4f} on {len(test.y)} test {inputs.unit}")
     work.metrics["models"] = results
     problems = []
     if "student_lowbit" in preds:  # low-bit weights cost accuracy by design: reported, not gated
         work.metrics["lowbit_accuracy_drop"] = (results["student_fp32_onnx"]["accuracy"]
                                                 - results["student_lowbit"]["accuracy"])
     problems += int8_problems(preds, results, v, work.metrics)
-    problems += int8_saturation(work, test.x, work.metrics, test.y)
+    if inputs.images is not None:  # the saturation emulator runs image models
+        problems += int8_saturation(work, inputs.images, work.metrics, test.y)
     problems += _verify_engine(logits, results, v, work.metrics)
     atomic_write_json(work.path / "verify.json", work.metrics)
     if problems:
-        raise VerificationFailed("verification failed: " + "; ".join(problems),
-                                 hint="try quantize.calibration.method: entropy or percentile, more calibration "
-                                      "samples, or relax the verify tolerances if this is acceptable")
-
-
-def _batch(x: np.ndarray, n: int) -> np.ndarray:
-    """``n`` real test images (repeated if the split is smaller): realistic data, never zeros."""
-    reps = -(-n // len(x))
-    return np.ascontiguousarray(np.concatenate([x] * reps)[:n])
+        raise VerificationFailed("verification failed: " + "; ".join(problems), hint=ctx.task.verify_hint)
 
 
 def bench(ctx: BuildContext, work: StageWork) -> None:
@@ -209,15 +181,17 @@ def bench(ctx: BuildContext, work: StageWork) -> None:
     """
     from edgec.bench.run import Timing, bench_model
 
-    b, x = ctx.recipe.bench, ctx.dataset.test.x
+    assert ctx.task is not None
+    b = ctx.recipe.bench
+    inputs = ctx.task.inputs(ctx, work)
     timing = Timing(warmup_runs=b.warmup_runs, warmup_s=b.warmup_s, min_runs=b.min_runs, min_duration_s=b.min_duration_s)
     batches = sorted({1, b.batch_size})
     results = {}
-    for name, (path, runtime) in built_models(work).items():
-        entry = bench_model(lambda p=path, r=runtime: _open(p, r, b.threads, **_engine_options(ctx, r)),
-                            lambda n: _batch(x, n), batches, timing,
+    for name, (path, runtime) in built_models(ctx, work).items():
+        entry = bench_model(lambda m=name, p=path, r=runtime: inputs.open(m, p, r, b.threads, **_engine_options(ctx, r)),
+                            lambda n, m=name: inputs.feed(m, n), batches, timing,
                             energy_skipped="edgec build does not measure energy; run `edgec bench --energy auto`")
-        entry["inputs"] = [{"name": "input", "shape": list(x.shape[1:]), "dtype": "float32", "source": "test split"}]
+        entry["inputs"] = inputs.describe(name)
         results[name] = entry
     write_bench(ctx, work, results, timing, batches)
 

@@ -6,13 +6,16 @@ from typing import TYPE_CHECKING
 
 from edgec.artifacts import StageWork, sha256_file
 from edgec.atomic import atomic_write_json
+from edgec.backends import EngineJob, get_backend, resolve_backend  # noqa: F401  (resolve_backend re-exported)
 from edgec.console import say
-from edgec.engine import resolve_backend  # noqa: F401  (re-exported: edgec.stages.convert.resolve_backend)
+
+from edgec.stages.defs import parent
 
 if TYPE_CHECKING:
-    from edgec.pipeline import BuildContext
+    from edgec.build_context import BuildContext
 
 PARITY_SAMPLES = 256
+ONNX = "model.onnx"  # the FP32 ONNX of the export stage
 
 
 def export(ctx: BuildContext, work: StageWork) -> None:
@@ -23,7 +26,7 @@ def export(ctx: BuildContext, work: StageWork) -> None:
 
     spec_x = ctx.recipe.export
     model, _ = load_model(student_parent(work).file(STUDENT))
-    onnx_path = export_onnx(model, ctx.dataset.input_shape, work.path / "model.onnx", opset=spec_x.opset,
+    onnx_path = export_onnx(model, ctx.dataset.input_shape, work.path / ONNX, opset=spec_x.opset,
                             dynamic_batch=spec_x.dynamic_batch, exporter=spec_x.exporter)
     # Values must match within atol/rtol; top-1 may flip only where two logits are within that noise.
     parity = check_parity(model, onnx_path, ctx.dataset.test.x[:PARITY_SAMPLES],
@@ -55,12 +58,11 @@ def _post_training(ctx: BuildContext, work: StageWork) -> None:
     from edgec.compress.int8_cpu import FLAVOUR_CPUS, choose_cpu_flavour, int8_isa
     from edgec.compress.ptq_accuracy import quantize_within_budget
     from edgec.export.qdq import assert_tensorrt_qdq, qdq_summary
-    from edgec.stages import parent
 
     q = ctx.recipe.quantize
     # Calibration images come from the training split; the budget is checked on the validation split.
     calib = select_calibration_samples(ctx.dataset.train.x, q.calibration.samples, seed=ctx.recipe.seed)
-    fp32 = parent(work, "export").file("model.onnx")
+    fp32 = parent(work, "export").file(ONNX)
     options = dict(method=q.calibration.method, percentile=q.calibration.percentile, per_channel=q.per_channel,
                    batch_size=q.calibration.batch_size)
     val = ctx.dataset.val
@@ -92,42 +94,24 @@ def _post_training(ctx: BuildContext, work: StageWork) -> None:
 def engine(ctx: BuildContext, work: StageWork) -> None:
     """Prepare the deployable runtime for the (quantized) model and check it loads and runs.
 
-    ``onnxruntime``: the QDQ ONNX file *is* the deployable artifact, so this stage records which
-    file, its sha256 and the execution providers a session actually got, after one real inference.
-    ``tensorrt``: builds ``model.plan`` + ``engine.json`` (:mod:`edgec.engine.tensorrt`) and runs it once.
-    ``kernels``: converts the student for edgec's CUDA kernels (:mod:`edgec.engine.kernels`) and runs it once.
+    The backend (:mod:`edgec.backends`, resolved once before any training) does the work in its
+    :meth:`~edgec.backends.base.Backend.build`: ``onnxruntime`` opens the (QDQ) ONNX, which *is* the
+    deployable artifact, and records the providers a session actually got; ``tensorrt`` builds
+    ``model.plan`` + ``engine.json``; ``kernels`` converts the FP32 student for edgec's CUDA kernels.
+    Each runs one real input. ``engine.json`` records the result (TensorRT's is the plan's manifest).
     """
-    from edgec.runtimes import open_runner
     from edgec.stages.compress import STUDENT, student_parent
 
     src = work.parents[0]
-    backend = work.config["backend"]  # resolved once, before any training (stages.run_all)
-    name = src.metrics["file"] if src.stage == "quantize" else "model.onnx"
-    if backend == "tensorrt" and src.stage == "quantize":  # PTQ: the S8S8 file is TensorRT's
-        name = src.metrics.get("tensorrt_file", name)
+    backend = get_backend(work.config["backend"])
+    name = backend.deployed_onnx(src)
     model_file = src.file(name)
-    spec, sample = ctx.recipe.engine, ctx.dataset.test.x[:1]
-    info: dict = {"backend": backend, "model": f"{src.stage}-{src.key}/{name}", "model_sha256": sha256_file(model_file)}
-    if backend == "tensorrt":
-        from edgec.engine.tensorrt import BuildSettings, build_engine
-
-        built = build_engine(model_file, work.path, BuildSettings.from_spec(spec))
-        with open_runner(built.plan, runtime="tensorrt", cuda_graph=spec.cuda_graph) as runner:
-            runner.infer(sample)
-            info["runner"] = runner.describe()
-        info.update(engine_file=built.plan.name, **{k: built.manifest[k] for k in (
-            "key", "tensorrt", "gpu", "build", "profile", "sparse_weights", "dla", "layers")})
-    elif backend == "kernels":
-        from edgec.engine.kernels import prepare_kernels_engine, runner_options
-
-        student = student_parent(work)
-        info.update(model=f"{student.stage}-{student.key}/{STUDENT}", model_sha256=sha256_file(student.file(STUDENT)),
-                    **prepare_kernels_engine(student.file(STUDENT), sample, **runner_options(spec)))
-    else:
-        options = {"intra_op_threads": spec.intra_op_threads} if spec.intra_op_threads else {}
-        with open_runner(model_file, runtime=backend, **options) as runner:
-            runner.infer(sample)
-            info["runner"] = runner.describe()
-    if backend != "tensorrt":  # a TensorRT build wrote engine.json already: the plan's manifest
+    student = student_parent(work) if backend.needs_student else None
+    deployed, label = (student.file(STUDENT), f"{student.stage}-{student.key}/{STUDENT}") if student else (
+        model_file, f"{src.stage}-{src.key}/{name}")
+    job = EngineJob(onnx=model_file, student=student.file(STUDENT) if student else None,
+                    sample=ctx.task.sample(ctx.dataset), spec=ctx.recipe.engine, out=work.path)
+    info: dict = {"backend": backend.name, "model": label, "model_sha256": sha256_file(deployed), **backend.build(job)}
+    if not (work.path / "engine.json").exists():  # a TensorRT build wrote it already: the plan's manifest
         atomic_write_json(work.path / "engine.json", info)
     work.metrics.update(info)

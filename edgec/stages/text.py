@@ -1,4 +1,4 @@
-"""The text chain of `edgec build` (``data.name: sst2``), Tang et al.'s BERT -> BiLSTM distillation.
+"""The text task's stages of `edgec build` (``data.name: sst2``), Tang et al.'s BERT -> BiLSTM distillation.
 
     teacher   fine-tune a local Hugging Face encoder (offline)    model.safetensors, config.json, tokenizer files
     transfer  augment the training sentences; the teacher labels  transfer.json, logits.npy
@@ -6,19 +6,19 @@
     distill   vocabulary + BiLSTM trained with MSE on the logits  student.safetensors, vocab.json
     export    FP32 ONNX (LSTM op), parity with torch              model.onnx, vocab.json
     quantize  dynamic INT8 in ONNX Runtime                        model.int8.onnx
-    engine -> verify -> bench                                    the same metrics as the vision chain
+    engine -> verify -> bench                                    the image task's stages, fed by TextInputs
 
-Artifacts, cache keys, reports and ``results.json`` work as for vision models; the difference is the
-input: every model gets its own token ids for the same sentences (word pieces for the teacher,
-vocabulary ids for the student), so verify and bench prepare inputs per model here and reuse the
-runners and :func:`edgec.bench.run.bench_model`. With ``distill.enabled: false`` the BiLSTM is
-trained on the gold labels alone (the paper's non-distilled baseline) and ``transfer`` is skipped.
+The chain itself is data (:data:`edgec.stages.tasks.TEXT`). Artifacts, cache keys, reports and
+``results.json`` work as for image models; the difference is the input: every model gets its own token
+ids for the same sentences (word pieces for the teacher, vocabulary ids for the student), which
+:class:`TextInputs` gives the one ``verify`` and ``bench`` (:mod:`edgec.stages.check`). With
+``distill.enabled: false`` the BiLSTM is trained on the gold labels alone (the paper's non-distilled
+baseline) and ``transfer`` is skipped.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +26,18 @@ import numpy as np
 
 from edgec.artifacts import Artifact, StageWork, sha256_file, stable_hash
 from edgec.atomic import atomic_write_json
+from edgec.backends import resolve_backend
 from edgec.console import say
-from edgec.errors import RecipeError, VerificationFailed
-from edgec.stages.check import int8_problems, thread_options, write_bench
+from edgec.runtimes import open_runner, predict
+from edgec.stages.convert import ONNX
+from edgec.stages.defs import parent
+from edgec.stages.inputs import thread_options
 
 if TYPE_CHECKING:
-    from edgec.pipeline import BuildContext
+    from edgec.build_context import BuildContext
 
 TEACHER_WEIGHTS = "model.safetensors"
+TRANSFER, LOGITS = "transfer.json", "logits.npy"
 STUDENT, VOCAB = "student.safetensors", "vocab.json"
 
 
@@ -50,55 +54,10 @@ def folder_digest(folder: Path) -> str:
     return stable_hash({p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()})
 
 
-def run_text(ctx: BuildContext) -> dict[str, Artifact]:
-    """Run the text chain of ``ctx.recipe``; returns the artifacts by stage name."""
-    from edgec.bench.results import SCHEMA
-    from edgec.stages.train import device_config
-
-    r, t = ctx.recipe, ctx.recipe.text
-    ds = ctx.dataset  # a TextDataset (BuildContext.dataset dispatches on data.name)
-    backend = text_backend(r.engine.backend)  # fail before any training
-    on = device_config(ctx)  # train.device: the GPU's name keys the training stages; {} on the CPU
-    folder = teacher_folder(t.teacher.path)
-    teacher_cfg = t.teacher.model_dump(mode="json", exclude={"label_batch_size"})
-    arts: dict[str, Artifact] = {}
-    arts["teacher"] = ctx.stage("teacher", {"data": r.section("data"), "data_fingerprint": ds.fingerprint, "seed": r.seed,
-                                            "teacher": teacher_cfg, "teacher_files": folder_digest(folder), **on}, [], teacher)
-    distill_parents = [arts["teacher"]]
-    if r.distill.enabled:
-        arts["transfer"] = ctx.stage("transfer", {"augment": t.augment.model_dump(mode="json"), "seed": r.seed,
-                                                  "max_length": t.teacher.max_length, **on}, [arts["teacher"]], transfer)
-        distill_parents.append(arts["transfer"])
-    arts["distill"] = ctx.stage("distill", {"student": t.student.model_dump(mode="json"), "distill": r.section("distill"),
-                                            "seed": r.seed, **on}, distill_parents, distill)
-    arts["export"] = ctx.stage("export", {"export": r.section("export")}, [arts["distill"]], export)
-    if r.quantize.enabled:
-        arts["quantize"] = ctx.stage("quantize", {"quantize": r.section("quantize")}, [arts["export"]], quantize)
-    deployed = arts.get("quantize", arts["export"])
-    arts["engine"] = ctx.stage("engine", {"engine": r.section("engine"), "backend": backend},
-                               [deployed], engine)
-    models = [arts[s] for s in ("teacher", "distill", "export", "quantize") if s in arts]
-    arts["verify"] = ctx.stage("verify", {"verify": r.section("verify"), "test_limit": t.test_limit},
-                               [*models, arts["engine"]], verify)
-    if r.bench.enabled:
-        machine = {"node": platform.node(), "cpu": platform.processor() or platform.machine()}
-        arts["bench"] = ctx.stage("bench", {"bench": r.section("bench"), "machine": machine, "results_schema": SCHEMA},
-                                  [*models, arts["engine"]], bench)
-    return arts
-
-
 def text_backend(requested: str) -> str:
-    """Text models run on ONNX Runtime: its dynamic INT8 LSTM (``DynamicQuantizeLSTM``) is an ORT op."""
-    if requested in ("auto", "onnxruntime"):
-        return "onnxruntime"
-    raise RecipeError(f"engine.backend: {requested} cannot run the text student (dynamic INT8 LSTM is an ONNX Runtime op)",
-                      hint="set engine.backend: auto or onnxruntime for text recipes")
-
-
-def _parent(work: StageWork, stage: str) -> Artifact:
-    from edgec.stages import parent
-
-    return parent(work, stage)
+    """The backend ``engine.backend`` means for the text student: one whose ``tasks`` include text
+    (ONNX Runtime: its dynamic INT8 LSTM, ``DynamicQuantizeLSTM``, is an ORT op)."""
+    return resolve_backend(requested, task="text", reason="dynamic INT8 LSTM is an ONNX Runtime op")
 
 
 def median_sentence(sentences: list[str]) -> str:
@@ -158,12 +117,12 @@ def transfer(ctx: BuildContext, work: StageWork) -> None:
     sentences, gold, source = transfer_set(ds.train.sentences, ds.train.y, augmenter, a.max_sentences, seed=r.seed)
     n_orig = len(ds.train)
     say(f"  transfer set: {n_orig:,} original + {len(sentences) - n_orig:,} augmented sentences")
-    model, tok = load_teacher(_parent(work, "teacher").path)
+    model, tok = load_teacher(parent(work, "teacher").path)
     model = model.to(_device(ctx))
     logits = label_transfer(model, tok, sentences, batch_size=r.text.teacher.label_batch_size,
                             max_length=r.text.teacher.max_length, progress=ctx.progress)
-    atomic_write_json(work.path / "transfer.json", {"sentences": sentences, "gold": gold.tolist(), "source": source.tolist()})
-    np.save(work.path / "logits.npy", logits)
+    atomic_write_json(work.path / TRANSFER, {"sentences": sentences, "gold": gold.tolist(), "source": source.tolist()})
+    np.save(work.path / LOGITS, logits)
     agree = float((logits[:n_orig].argmax(1) == ds.train.y).mean())
     work.metrics.update(originals=n_orig, augmented=len(sentences) - n_orig,
                         augmented_sources=int(len(set(source[n_orig:].tolist()))),
@@ -172,8 +131,8 @@ def transfer(ctx: BuildContext, work: StageWork) -> None:
 
 def load_transfer(art: Artifact) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(sentences, gold, teacher logits)`` of a transfer artifact (JSON + ``.npy``, no pickle)."""
-    data = json.loads(art.file("transfer.json").read_text(encoding="utf-8"))
-    logits = np.load(art.file("logits.npy"), allow_pickle=False)
+    data = json.loads(art.file(TRANSFER).read_text(encoding="utf-8"))
+    logits = np.load(art.file(LOGITS), allow_pickle=False)
     return data["sentences"], np.asarray(data["gold"], dtype=np.int64), logits
 
 
@@ -205,13 +164,13 @@ def distill(ctx: BuildContext, work: StageWork) -> None:
     vocab = Vocab.build(ds.train.sentences, max_size=s.vocab_size, min_freq=s.min_freq)
     params = {"embed_dim": s.embed_dim, "hidden": s.hidden, "mlp_hidden": s.mlp_hidden, "dropout": s.dropout,
               "num_classes": ds.num_classes}
-    model = build_student(vocab, params, student_init(_parent(work, "teacher").path, vocab, s), seed=r.seed)
+    model = build_student(vocab, params, student_init(parent(work, "teacher").path, vocab, s), seed=r.seed)
     model = model.to(_device(ctx))
     cfg = train_config(r.distill.train, r.seed)
     work.scratch.add(CHECKPOINT)
     val = (ds.val.sentences, ds.val.y)
     if r.distill.enabled:
-        sentences, gold, logits = load_transfer(_parent(work, "transfer"))
+        sentences, gold, logits = load_transfer(parent(work, "transfer"))
         result = train_student(model, vocab, sentences, logits, gold, val, cfg, workdir=work.path, progress=ctx.progress,
                                ce_weight=float(r.distill.params.get("ce_weight", 0.0)), description="student (distill)")
     else:
@@ -244,9 +203,9 @@ def export(ctx: BuildContext, work: StageWork) -> None:
     from edgec.text.student import load_student
 
     e = ctx.recipe.export
-    src = _parent(work, "distill")
+    src = parent(work, "distill")
     model = load_student(src.file(STUDENT))
-    path = export_student(model, work.path / "model.onnx", opset=e.opset)
+    path = export_student(model, work.path / ONNX, opset=e.opset)
     shutil.copyfile(src.file(VOCAB), work.path / VOCAB)  # the vocabulary travels with the model
     ids = test_ids(ctx, src.file(VOCAB))[:256]
     parity = student_parity(model, path, ids, atol=e.parity_atol, rtol=e.parity_rtol)
@@ -259,54 +218,31 @@ def quantize(ctx: BuildContext, work: StageWork) -> None:
     """Dynamic INT8 (DynamicQuantizeLSTM, MatMulInteger, INT8 embedding table) in ONNX Runtime."""
     from edgec.text.onnx import op_counts, quantize_student
 
-    out = quantize_student(_parent(work, "export").file("model.onnx"), work.path / "model.int8.onnx")
+    out = quantize_student(parent(work, "export").file(ONNX), work.path / "model.int8.onnx")
     ops = op_counts(out)
     work.metrics.update(kind="int8", file=out.name, method="ort_dynamic", bits=8, ops=ops)
     say(f"  INT8: {ops.get('DynamicQuantizeLSTM', 0)} DynamicQuantizeLSTM, {ops.get('MatMulInteger', 0)} MatMulInteger")
 
 
-def engine(ctx: BuildContext, work: StageWork) -> None:
-    """Open the deployable ONNX in the backend, run one real sentence, record what ran."""
-    from edgec.runtimes import open_runner
-
-    (src,) = work.parents
-    name = src.metrics["file"] if src.stage == "quantize" else "model.onnx"
-    model_file = src.file(name)
-    backend = work.config["backend"]  # resolved once, before any training (run_text)
-    threads = ctx.recipe.engine.intra_op_threads
-    with open_runner(model_file, runtime=backend, **thread_options(backend, threads)) as runner:
-        runner.infer(np.array([[3, 4, 5]], dtype=np.int64))  # three ordinary word ids
-        described = runner.describe()
-    info = {"backend": backend, "model": f"{src.stage}-{src.key}/{name}", "model_sha256": sha256_file(model_file),
-            "runner": described}
-    atomic_write_json(work.path / "engine.json", info)
-    work.metrics.update(info)
-
-
-def model_files(arts: dict[str, Artifact]) -> dict[str, tuple[Path, str, Artifact]]:
-    """Report name -> (file, runtime, artifact with params/FLOPs), as :func:`edgec.stages.check.model_files`."""
-    out = {"teacher": (arts["teacher"].file(TEACHER_WEIGHTS), "torch", arts["teacher"]),
-           "student": (arts["distill"].file(STUDENT), "torch", arts["distill"]),
-           "student_fp32_onnx": (arts["export"].file("model.onnx"), "onnxruntime", arts["distill"])}
-    q = arts.get("quantize")
-    if q is not None:
-        out["student_int8"] = (q.file(q.metrics["file"]), arts["engine"].metrics["backend"], arts["distill"])
-    return out
-
-
 class TextInputs:
-    """Per-model inputs for the same sentences: word-piece ids (teacher) or vocabulary ids (student)."""
+    """Per-model inputs for the same sentences: word-piece ids (teacher) or vocabulary ids (student);
+    the text task's :class:`edgec.stages.inputs.ModelInputs`. ``ctx`` may be None outside a build
+    (``ids`` and ``open`` only)."""
 
-    def __init__(self, work: StageWork):
+    unit = "sentences"
+    images = None
+
+    def __init__(self, ctx: BuildContext | None, work: StageWork):
         from edgec.text.teacher import load_teacher
         from edgec.text.vocab import Vocab
 
         arts = {a.stage: a for a in work.parents}
-        self.files = model_files(arts)
+        self.ctx = ctx
         self.teacher, self.tokenizer = load_teacher(arts["teacher"].path)
         self.vocab = Vocab.load(arts["export"].file(VOCAB))
 
     def ids(self, name: str, sentences: list[str]) -> np.ndarray:
+        """``sentences`` as model ``name``'s input ids (N, T), right-padded."""
         if name == "teacher":
             from edgec.text.teacher import teacher_text
 
@@ -315,14 +251,12 @@ class TextInputs:
             return enc["input_ids"].astype(np.int64)
         return self.vocab.encode(sentences)[0]
 
-    def open(self, name: str, threads: int | None = None):
+    def open(self, name: str, path: Path, runtime: str, threads: int | None = None, **options: Any):
         """A Runner for model ``name`` (torch models wrapped to take int64 ids)."""
-        from edgec.runtimes import open_runner
-        from edgec.runtimes.torch_runner import TorchRunner
+        from edgec.backends.torch.runner import TorchRunner
 
-        path, runtime, _ = self.files[name]
         if runtime != "torch":
-            return open_runner(path, runtime=runtime, **thread_options(runtime, threads))
+            return open_runner(path, runtime=runtime, **options, **thread_options(runtime, threads))
         if name == "teacher":
             from edgec.text.teacher import ids_module
 
@@ -333,51 +267,32 @@ class TextInputs:
             module = load_student(path)
         return TorchRunner(module, input_dtype="int64", **thread_options("torch", threads))
 
+    def _build(self) -> BuildContext:
+        if self.ctx is None:
+            raise ValueError("TextInputs without a BuildContext gives ids and runners only")
+        return self.ctx
 
-def verify(ctx: BuildContext, work: StageWork) -> None:
-    """Accuracy of every model on the test sentences; INT8 vs FP32 agreement within the verify tolerances."""
-    from edgec.text.teacher import predict_logits
+    def test_logits(self, name: str, path: Path, runtime: str, **options: Any) -> np.ndarray:
+        """Logits on the test sentences; the teacher runs length-sorted batches (it is the slow one)."""
+        ctx = self._build()
+        sentences = ctx.dataset.test.sentences
+        if name == "teacher":
+            from edgec.text.teacher import predict_logits
 
-    test = ctx.dataset.test
-    inputs = TextInputs(work)
-    preds, results = {}, {}
-    for name, (_, runtime, _) in inputs.files.items():
-        if name == "teacher":  # length-sorted batches: the teacher is the slow one
-            logits = predict_logits(inputs.teacher, inputs.tokenizer, test.sentences,
-                                    max_length=ctx.recipe.text.teacher.max_length)
-        else:
-            from edgec.runtimes import predict
+            return predict_logits(self.teacher, self.tokenizer, sentences, max_length=ctx.recipe.text.teacher.max_length)
+        with self.open(name, path, runtime, **options) as runner:
+            return predict(runner, self.ids(name, sentences))
 
-            with inputs.open(name) as runner:
-                logits = predict(runner, inputs.ids(name, test.sentences))
-        preds[name] = logits.argmax(axis=1)
-        acc = float((preds[name] == test.y).mean())
-        results[name] = {"accuracy": acc, "runtime": runtime, "n": len(test)}
-        say(f"  {name:<18} {runtime:<12} accuracy {acc:.4f} on {len(test)} test sentences")
-    work.metrics["models"] = results
-    problems = int8_problems(preds, results, ctx.recipe.verify, work.metrics)
-    atomic_write_json(work.path / "verify.json", work.metrics)
-    if problems:
-        raise VerificationFailed("verification failed: " + "; ".join(problems),
-                                 hint="train the student longer or relax the verify tolerances if this is acceptable")
+    def feed(self, name: str, n: int) -> np.ndarray:
+        """Batch 1 is the median-length test sentence, unpadded; ``bench.batch_size`` the first test
+        sentences, padded to their longest."""
+        ctx = self._build()
+        sentences = ctx.dataset.test.sentences
+        if n == 1 and ctx.recipe.bench.batch_size != 1:
+            return self.ids(name, [median_sentence(sentences)])
+        return self.ids(name, (sentences * n)[:n])
 
-
-def bench(ctx: BuildContext, work: StageWork) -> None:
-    """Latency at batch 1 (the median-length test sentence, unpadded) and at ``bench.batch_size``
-    (the first test sentences, padded to their longest), every model on its own token ids."""
-    from edgec.bench.run import Timing, bench_model
-
-    b, test = ctx.recipe.bench, ctx.dataset.test
-    timing = Timing(warmup_runs=b.warmup_runs, warmup_s=b.warmup_s, min_runs=b.min_runs, min_duration_s=b.min_duration_s)
-    batches = sorted({1, b.batch_size})
-    one = median_sentence(test.sentences)
-    inputs = TextInputs(work)
-    results = {}
-    for name in inputs.files:
-        feeds = {1: inputs.ids(name, [one]), b.batch_size: inputs.ids(name, (test.sentences * b.batch_size)[:b.batch_size])}
-        entry = bench_model(lambda n=name: inputs.open(n, b.threads), feeds.__getitem__, batches, timing,
-                            energy_skipped="edgec build does not measure energy; run `edgec bench --energy auto`")
-        entry["inputs"] = [{"name": "input_ids" if name != "teacher" else "input", "shape": list(feeds[1].shape[1:]),
-                            "dtype": "int64", "source": f"median-length test sentence: {one!r}"}]
-        results[name] = entry
-    write_bench(ctx, work, results, timing, batches)
+    def describe(self, name: str) -> list[dict]:
+        one = median_sentence(self._build().dataset.test.sentences)
+        return [{"name": "input_ids" if name != "teacher" else "input", "shape": list(self.feed(name, 1).shape[1:]),
+                 "dtype": "int64", "source": f"median-length test sentence: {one!r}"}]

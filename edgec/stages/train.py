@@ -15,11 +15,13 @@ from edgec import distributed
 from edgec.artifacts import StageWork, sha256_file
 from edgec.errors import ModelError, RecipeError
 from edgec.recipe import TrainSpec
+from edgec.stages.defs import parent
 
 if TYPE_CHECKING:
-    from edgec.pipeline import BuildContext
+    from edgec.build_context import BuildContext
 
 CHECKPOINT = "checkpoint*.pt"  # every training checkpoint (multi-stage methods write several)
+TEACHER, STUDENT = "teacher.safetensors", "student.safetensors"  # the model files of teacher / distill / prune
 
 
 def weights_digest(path: str | None) -> str | None:
@@ -108,7 +110,7 @@ def _describe(device) -> str:
 
 def save_student(ctx: BuildContext, work: StageWork, model, spec, result=None) -> None:
     """Save the FP32 student of a stage (distill, prune) as ``student.safetensors`` with its metrics."""
-    _save(ctx, work, model, spec, "student.safetensors", result)
+    _save(ctx, work, model, spec, STUDENT, result)
 
 
 def teacher(ctx: BuildContext, work: StageWork) -> None:
@@ -133,14 +135,13 @@ def teacher(ctx: BuildContext, work: StageWork) -> None:
         result = fit(model, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), train_config(r.teacher.train, r.seed),
                      workdir=work.path, description="teacher", progress=ctx.progress)
         model = result.model
-    _save(ctx, work, model.eval(), spec, "teacher.safetensors", result)
+    _save(ctx, work, model.eval(), spec, TEACHER, result)
 
 
 def distill(ctx: BuildContext, work: StageWork) -> None:
     """Train the student: distilled from the teacher (``distill.enabled``) or from labels alone."""
     from edgec.compress.distill import distill as run_distill
     from edgec.models import load_model
-    from edgec.stages import parent
     from edgec.train import fit
 
     r, ds = ctx.recipe, ctx.dataset
@@ -150,7 +151,7 @@ def distill(ctx: BuildContext, work: StageWork) -> None:
     work.scratch.add(CHECKPOINT)
     train, val = (ds.train.x, ds.train.y), (ds.val.x, ds.val.y)
     if r.distill.enabled:
-        teacher_model, _ = load_model(parent(work, "teacher").file("teacher.safetensors"))
+        teacher_model, _ = load_model(parent(work, "teacher").file(TEACHER))
         teacher_model = teacher_model.to(training_device(ctx))
         result = run_distill(student, teacher_model, train, val, cfg, method=r.distill.method,
                              method_params=dict(r.distill.params), workdir=work.path, progress=ctx.progress)

@@ -1,0 +1,199 @@
+"""The stage table of `edgec build`, as data: the image task's chain and the text task's chain.
+
+Each :class:`~edgec.stages.defs.StageDef` names its function, parents, cache config (what, if changed,
+must re-run the stage), when it is enabled, whether it trains on every rank and its outputs. Adding a
+stage is one function plus one entry here; the loop that runs them is :func:`edgec.stages.defs.run_chain`.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgec import backends as engines
+from edgec.artifacts import Artifact
+from edgec.stages import check, compress, convert, inputs, text, train
+from edgec.stages.defs import ModelEntry, Outputs, StageDef, Task
+
+if TYPE_CHECKING:
+    from edgec.build_context import BuildContext
+    from edgec.recipe import Recipe
+
+Arts = dict[str, Artifact]
+
+# --- cache configs shared by both tasks ---------------------------------------------------------------
+
+
+def _export_config(ctx: BuildContext, arts: Arts) -> dict[str, Any]:
+    return {"export": ctx.recipe.section("export")}
+
+
+def _engine_config(ctx: BuildContext, arts: Arts) -> dict[str, Any]:
+    assert ctx.backend is not None  # resolved by run_all before any stage
+    return engines.stage_config(ctx.recipe.engine, ctx.backend, arts.get("quantize", arts["export"]))
+
+
+def _bench_config(ctx: BuildContext, arts: Arts) -> dict[str, Any]:
+    from edgec.bench.results import SCHEMA
+
+    # Latency belongs to a machine: benchmark again on another one.
+    machine = {"node": platform.node(), "cpu": platform.processor() or platform.machine()}
+    return {"bench": ctx.recipe.section("bench"), "machine": machine, "results_schema": SCHEMA}
+
+
+def _quantize_trains(r: Recipe) -> bool:
+    return r.quantize.method != "ptq"
+
+
+def _training(r: Recipe) -> bool:
+    return True
+
+
+ENGINE_OUT = Outputs(files=("engine.json",), metrics=("backend", "model", "model_sha256"))
+VERIFY_OUT = Outputs(files=("verify.json",), metrics=("models",))
+BENCH_OUT = Outputs(files=("bench.json",), metrics=("models",))
+SIZE_METRICS = ("params", "flops", "val_accuracy")
+
+# --- images ---------------------------------------------------------------------------------------------
+
+
+def _cpu_int8(q) -> dict:
+    """PTQ with ``quantize.cpu_flavour: auto``: the CPU file follows this CPU's INT8 instructions, so they key the stage."""
+    if q.method != "ptq" or q.cpu_flavour != "auto":
+        return {}
+    from edgec.compress.int8_cpu import int8_isa
+
+    return {"cpu_int8": int8_isa()}
+
+
+def _image_engine_parents(ctx: BuildContext) -> tuple[str, ...]:
+    # the kernels backend converts the FP32 student, not the ONNX
+    return ("quantize|export", "prune|distill") if engines.get_backend(ctx.backend).needs_student else ("quantize|export",)
+
+
+def _image_quantize_config(ctx: BuildContext, arts: Arts) -> dict[str, Any]:
+    # Quantized training reads the FP32 student (and the teacher for KD); PTQ reads the ONNX.
+    r = ctx.recipe
+    return {"quantize": r.section("quantize"), "export": r.section("export"), "distill_params": r.distill.params,
+            "seed": r.seed, **(ctx.train_key if r.quantize.method != "ptq" else {}), **_cpu_int8(r.quantize)}
+
+
+IMAGE_MODELS = ("teacher", "distill", "prune?", "export", "quantize?")
+
+IMAGE_CHAIN = (
+    StageDef("teacher", train.teacher, parents=(), all_ranks=_training,
+             config=lambda ctx, arts: {"data": ctx.recipe.section("data"), "data_fingerprint": ctx.dataset.fingerprint,
+                                       "seed": ctx.recipe.seed, "teacher": ctx.recipe.section("teacher"),
+                                       "weights_sha256": train.weights_digest(ctx.recipe.teacher.weights),
+                                       **ctx.train_key},
+             outputs=Outputs(files=(train.TEACHER,), metrics=SIZE_METRICS, model=train.TEACHER)),
+    StageDef("distill", train.distill, parents=("teacher",), all_ranks=_training,
+             config=lambda ctx, arts: {"student": ctx.recipe.section("student"), "distill": ctx.recipe.section("distill"),
+                                       "seed": ctx.recipe.seed, **ctx.train_key},
+             outputs=Outputs(files=(train.STUDENT,), metrics=SIZE_METRICS, model=train.STUDENT)),
+    StageDef("prune", compress.prune, parents=("distill", "teacher"), all_ranks=_training,
+             enabled=lambda r: r.prune.enabled,
+             config=lambda ctx, arts: {"prune": ctx.recipe.section("prune"), "distill_params": ctx.recipe.distill.params,
+                                       "seed": ctx.recipe.seed, **ctx.train_key},
+             outputs=Outputs(files=(train.STUDENT,), metrics=(*SIZE_METRICS, "prune"), model=train.STUDENT)),
+    StageDef("export", convert.export, parents=("prune|distill",), config=_export_config,
+             outputs=Outputs(files=(convert.ONNX,), metrics=("parity", "io"), model=convert.ONNX)),
+    StageDef("quantize", convert.quantize, parents=("export", "prune|distill", "teacher"),
+             enabled=lambda r: r.quantize.enabled, all_ranks=_quantize_trains, config=_image_quantize_config,
+             outputs=Outputs(metrics=("kind", "file"), model_metric="file")),
+    StageDef("engine", convert.engine, parents=_image_engine_parents, config=_engine_config, outputs=ENGINE_OUT),
+    StageDef("verify", check.verify, parents=(*IMAGE_MODELS, "engine"), outputs=VERIFY_OUT,
+             config=lambda ctx, arts: {"verify": ctx.recipe.section("verify")}),
+    StageDef("bench", check.bench, parents=(*IMAGE_MODELS, "engine"), enabled=lambda r: r.bench.enabled,
+             config=_bench_config, outputs=BENCH_OUT),
+)
+
+
+def _load_images(r: Recipe):
+    from edgec.data import load_dataset
+
+    d = r.data
+    return load_dataset(d.name, d.path, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=r.seed,
+                        limit=d.limit, synthetic=d.synthetic)
+
+
+# The models a build reports: ``student`` is the final FP32 student (pruned when pruning ran); the quantized
+# one is ``student_int8`` (PTQ or QAT, QDQ ONNX) or ``student_lowbit`` (BinaryConnect / SR), run by ONNX
+# Runtime; an engine's own model (TensorRT plan, the kernels) is added by check.model_files.
+IMAGES = Task(
+    name="images", load_dataset=_load_images, chain=IMAGE_CHAIN, inputs=inputs.ImageInputs,
+    sample=lambda ds: ds.test.x[:1],
+    resolve_backend=engines.resolve_backend,
+    models=(ModelEntry("teacher", ("teacher",), "torch", ("teacher",)),
+            ModelEntry("student", ("prune", "distill"), "torch", ("prune", "distill")),
+            ModelEntry("student_fp32_onnx", ("export",), "onnxruntime", ("prune", "distill")),
+            ModelEntry("student_{kind}", ("quantize",), "onnxruntime", ("prune", "distill"))),
+    verify_hint="try quantize.calibration.method: entropy or percentile, more calibration "
+                "samples, or relax the verify tolerances if this is acceptable")
+
+# --- text (SST-2, Tang et al.'s BERT -> BiLSTM distillation; see edgec.stages.text) ---------------------
+
+TEXT_MODELS = ("teacher", "distill", "export", "quantize?")
+
+
+def _text_teacher_config(ctx: BuildContext, arts: Arts) -> dict[str, Any]:
+    r, t = ctx.recipe, ctx.recipe.text
+    return {"data": r.section("data"), "data_fingerprint": ctx.dataset.fingerprint, "seed": r.seed,
+            "teacher": t.teacher.model_dump(mode="json", exclude={"label_batch_size"}),
+            "teacher_files": text.folder_digest(text.teacher_folder(t.teacher.path)), **ctx.train_key}
+
+
+TEXT_CHAIN = (
+    StageDef("teacher", text.teacher, parents=(), all_ranks=_training, config=_text_teacher_config,
+             outputs=Outputs(files=(text.TEACHER_WEIGHTS, "config.json"), metrics=SIZE_METRICS,
+                             model=text.TEACHER_WEIGHTS)),
+    StageDef("transfer", text.transfer, parents=("teacher",), enabled=lambda r: r.distill.enabled,
+             config=lambda ctx, arts: {"augment": ctx.recipe.text.augment.model_dump(mode="json"),
+                                       "seed": ctx.recipe.seed, "max_length": ctx.recipe.text.teacher.max_length,
+                                       **ctx.train_key},
+             outputs=Outputs(files=(text.TRANSFER, text.LOGITS), metrics=("originals", "augmented"))),
+    StageDef("distill", text.distill, parents=("teacher", "transfer?"), all_ranks=_training,
+             config=lambda ctx, arts: {"student": ctx.recipe.text.student.model_dump(mode="json"),
+                                       "distill": ctx.recipe.section("distill"), "seed": ctx.recipe.seed,
+                                       **ctx.train_key},
+             outputs=Outputs(files=(text.STUDENT, text.VOCAB), metrics=SIZE_METRICS, model=text.STUDENT)),
+    StageDef("export", text.export, parents=("distill",), config=_export_config,
+             outputs=Outputs(files=(convert.ONNX, text.VOCAB), metrics=("parity", "io", "deploy_files"),
+                             model=convert.ONNX)),
+    StageDef("quantize", text.quantize, parents=("export",), enabled=lambda r: r.quantize.enabled,
+             all_ranks=_quantize_trains, config=lambda ctx, arts: {"quantize": ctx.recipe.section("quantize")},
+             outputs=Outputs(metrics=("kind", "file"), model_metric="file")),
+    StageDef("engine", convert.engine, parents=("quantize|export",), config=_engine_config, outputs=ENGINE_OUT),
+    StageDef("verify", check.verify, parents=(*TEXT_MODELS, "engine"), outputs=VERIFY_OUT,
+             config=lambda ctx, arts: {"verify": ctx.recipe.section("verify"),
+                                       "test_limit": ctx.recipe.text.test_limit}),
+    StageDef("bench", check.bench, parents=(*TEXT_MODELS, "engine"), enabled=lambda r: r.bench.enabled,
+             config=_bench_config, outputs=BENCH_OUT),
+)
+
+
+def _load_text(r: Recipe):
+    from edgec.text.data import load_sst2
+
+    d = r.data
+    return load_sst2(d.path, val_fraction=d.val_fraction, seed=r.seed, limit=d.limit, test_limit=r.text.test_limit)
+
+
+TEXT = Task(
+    name="text", load_dataset=_load_text, chain=TEXT_CHAIN, inputs=text.TextInputs,
+    sample=lambda ds: np.array([[3, 4, 5]], dtype=np.int64),  # three ordinary word ids
+    resolve_backend=text.text_backend,
+    models=(ModelEntry("teacher", ("teacher",), "torch", ("teacher",)),
+            ModelEntry("student", ("distill",), "torch", ("distill",)),
+            ModelEntry("student_fp32_onnx", ("export",), "onnxruntime", ("distill",)),
+            ModelEntry("student_{kind}", ("quantize",), "onnxruntime", ("distill",))),
+    verify_hint="train the student longer or relax the verify tolerances if this is acceptable")
+
+TASKS = {"images": IMAGES, "text": TEXT}
+
+
+def task_for(recipe: Recipe) -> Task:
+    """The task of a recipe: text for ``data.name: sst2`` (token ids, not images), else images."""
+    return TEXT if recipe.data.name == "sst2" else IMAGES
