@@ -200,7 +200,7 @@ def tensorrt_dla_cores(trt: Any) -> int:
         >>> tensorrt_dla_cores(tensorrt)                            # doctest: +SKIP
         2
     """
-    from edgec.engine.trt_logger import process_logger
+    from edgec.backends.tensorrt.logger import process_logger
 
     builder = trt.Builder(process_logger(trt))  # TensorRT keeps the process's first logger: edgec's
     try:

@@ -182,7 +182,7 @@ def _energy_window(meter: Any, runner: Any, feeds: Any, batch: int, timing: Timi
 
     from edgec.bench.energy import PowerSampler
     from edgec.bench.timing import _as_feeds
-    from edgec.runtimes.base import prepare_feeds
+    from edgec.backends.runner import prepare_feeds
 
     ready = prepare_feeds(runner.inputs, _as_feeds(runner, feeds))
     sync = clock.stream.synchronize if clock is not None else (lambda: None)

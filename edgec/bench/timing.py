@@ -30,7 +30,7 @@ import numpy as np
 from edgec.errors import EdgecError
 
 if TYPE_CHECKING:
-    from edgec.runtimes.base import Runner
+    from edgec.backends.runner import Runner
 
 __all__ = [
     "Clock", "HostClock", "CudaEventClock", "LatencyStats", "latency_stats", "measure_latency",
@@ -258,7 +258,7 @@ def bench_runner(runner: Runner, x: Any, **kwargs: Any) -> LatencyStats:
         >>> with open_runner("m.onnx", intra_op_threads=1) as r:        # doctest: +SKIP
         ...     print(bench_runner(r, x[:1], min_duration_s=5).p50)
     """
-    from edgec.runtimes.base import prepare_feeds
+    from edgec.backends.runner import prepare_feeds
 
     feeds = _as_feeds(runner, x)
     ready = prepare_feeds(runner.inputs, feeds)

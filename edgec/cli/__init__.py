@@ -179,8 +179,8 @@ def engine(
 ) -> None:
     """Build, verify and describe a TensorRT engine from any ONNX file (like trtexec --onnx); exit 1 when the
     engine disagrees with ONNX Runtime, 2 when TensorRT or a GPU is missing."""
-    from edgec.engine.from_onnx import describe, engine_from_onnx
-    from edgec.engine.tensorrt import BuildSettings
+    from edgec.backends.tensorrt.from_onnx import describe, engine_from_onnx
+    from edgec.backends.tensorrt.builder import BuildSettings
 
     settings = BuildSettings(fp16=fp16, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, dla_core=dla)
     for line in describe(engine_from_onnx(model, out, settings, verify=verify, atol=atol, rtol=rtol)):

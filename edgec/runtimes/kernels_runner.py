@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.errors import ModelError
-from edgec.runtimes.torch_runner import TorchRunner
+from edgec.backends.torch.runner import TorchRunner
 
 __all__ = ["KernelsRunner"]
 

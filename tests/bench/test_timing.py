@@ -13,7 +13,7 @@ from torch import nn
 from edgec.bench.timing import (HostClock, LatencyStats, bench_runner, cold_start, latency_stats,
                                 measure_latency)
 from edgec.errors import EdgecError
-from edgec.runtimes.torch_runner import TorchRunner
+from edgec.backends.torch.runner import TorchRunner
 
 
 def test_stats_on_known_samples():

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edgec.engine import resolve_backend
+from edgec.backends import resolve_backend
 from edgec.errors import EdgecError, MissingDependencyError
 from edgec.pipeline import build
 from edgec.stages.convert import resolve_backend as reexported

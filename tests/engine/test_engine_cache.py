@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from edgec.artifacts import ArtifactStore
-from edgec.engine import stage_config
-from edgec.engine.manifest import engine_key, read_engine_manifest, timing_cache_file, verify_engine, write_engine_manifest
-from edgec.engine.tensorrt import BuildSettings
+from edgec.backends import stage_config
+from edgec.backends.tensorrt.manifest import engine_key, read_engine_manifest, timing_cache_file, verify_engine, write_engine_manifest
+from edgec.backends.tensorrt.builder import BuildSettings
 from edgec.errors import ArtifactError
 from edgec.recipe import EngineSpec
 

@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from edgec.engine.from_onnx import compare_runners, describe, engine_from_onnx, random_feeds
-from edgec.engine.tensorrt import BuildSettings
+from edgec.backends.tensorrt.from_onnx import compare_runners, describe, engine_from_onnx, random_feeds
+from edgec.backends.tensorrt.builder import BuildSettings
 from edgec.errors import ModelError, VerificationFailed
 from edgec.runtimes import open_runner
-from edgec.runtimes.base import TensorSpec
+from edgec.backends.runner import TensorSpec
 from tests.engine.recording_tensorrt import RecordingTensorRT
 from tests.engine.trt11_fixtures import TRT11
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edgec.engine.inspector import layer_precision, quantized_nodes, summarize_layers
+from edgec.backends.tensorrt.inspector import layer_precision, quantized_nodes, summarize_layers
 
 INT8_FMT = "Thirty-two wide channel vectorized row major Int8 format"
 # TensorRT 10 ("Format/Datatype") layer information for a small QDQ CNN, DETAILED verbosity.

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgec.engine.manifest import timing_cache_file
-from edgec.engine.tensorrt import BuildSettings, build_engine
+from edgec.backends.tensorrt.manifest import timing_cache_file
+from edgec.backends.tensorrt.builder import BuildSettings, build_engine
 from edgec.errors import EdgecError, ModelError
 from tests.engine.recording_tensorrt import ErrorCode, RecordingParserError, RecordingTensorRT
 from tests.engine.trt11_fixtures import DLA_LAYERS, GPU_ONLY_LAYERS

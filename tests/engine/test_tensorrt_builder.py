@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from edgec.engine.manifest import timing_cache_file, verify_engine
-from edgec.engine.tensorrt import BuildSettings, build_engine, precision_plan
+from edgec.backends.tensorrt.manifest import timing_cache_file, verify_engine
+from edgec.backends.tensorrt.builder import BuildSettings, build_engine, precision_plan
 from edgec.errors import EdgecError, ModelError
 from tests.engine.recording_tensorrt import ErrorCode, RecordingParserError, RecordingTensorRT
 from tests.engine.trt11_fixtures import DLA_LAYERS

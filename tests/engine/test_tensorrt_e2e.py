@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from edgec.engine.manifest import verify_engine
+from edgec.backends.tensorrt.manifest import verify_engine
 from edgec.recipe import load_recipe
 
 pytestmark = pytest.mark.tensorrt
@@ -104,8 +104,8 @@ def trt_ready():
 @pytest.mark.parametrize("which, fp16", [("fp32_onnx", False), ("fp32_onnx", True), ("qdq_onnx", False)])
 def test_edgec_engine_builds_and_verifies_any_onnx(trt_ready, which, fp16, request, tmp_path):
     """`edgec engine` on a real GPU: float and QDQ ONNX, verified against ONNX Runtime, described, cached."""
-    from edgec.engine.from_onnx import engine_from_onnx
-    from edgec.engine.tensorrt import BuildSettings
+    from edgec.backends.tensorrt.from_onnx import engine_from_onnx
+    from edgec.backends.tensorrt.builder import BuildSettings
 
     onnx_path = request.getfixturevalue(which)
     settings = BuildSettings(fp16=fp16, min_batch=1, opt_batch=4, max_batch=16, timing_cache=str(tmp_path / "tc"))

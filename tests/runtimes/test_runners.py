@@ -16,8 +16,8 @@ from torch import nn
 
 from edgec.errors import ArtifactError, EdgecError, MissingDependencyError, ModelError
 from edgec.runtimes import Runner, TensorSpec, accuracy, open_runner, predict
-from edgec.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-from edgec.runtimes.torch_runner import TorchRunner
+from edgec.backends.onnxruntime.runner import OnnxRuntimeRunner
+from edgec.backends.torch.runner import TorchRunner
 
 
 class TinyCNN(nn.Module):

@@ -7,9 +7,9 @@ import importlib.util
 
 import pytest
 
-from edgec.engine.manifest import write_engine_manifest
+from edgec.backends.tensorrt.manifest import write_engine_manifest
 from edgec.errors import ArtifactError, MissingDependencyError, ModelError
-from edgec.runtimes.tensorrt_runner import TensorRTRunner, check_profile
+from edgec.backends.tensorrt.runner import TensorRTRunner, check_profile
 
 PROFILE = [(1, 1, 8, 8), (8, 1, 8, 8), (64, 1, 8, 8)]
 
@@ -60,7 +60,7 @@ def test_intact_engine_without_tensorrt_names_the_extra(tmp_path):
 # --- issue 16: DLA core before deserializing, checked set_input_shape / set_tensor_address ----------------------
 
 def test_a_dla_engine_gets_its_core_before_it_is_deserialized(tmp_path):
-    from edgec.runtimes.tensorrt_runner import deserialize_engine
+    from edgec.backends.tensorrt.runner import deserialize_engine
     from tests.engine.recording_tensorrt import RecordingTensorRT
 
     trt = RecordingTensorRT(10, dla_cores=2)
@@ -97,7 +97,7 @@ def _bare_runner(context):
     import numpy as np
     import torch
 
-    from edgec.runtimes.base import TensorSpec
+    from edgec.backends.runner import TensorSpec
 
     runner = object.__new__(TensorRTRunner)
     runner._torch, runner.context, runner.device = torch, context, torch.device("cpu")
@@ -129,7 +129,7 @@ def test_a_static_batch_engine_runs_any_batch_in_padded_chunks():
     """DLA engines have a static batch (min = opt = max): other batches run as zero-padded chunks."""
     import numpy as np
 
-    from edgec.runtimes.tensorrt_runner import static_batch_chunks
+    from edgec.backends.tensorrt.runner import static_batch_chunks
 
     x = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
     chunks = static_batch_chunks({"input": x}, 4)

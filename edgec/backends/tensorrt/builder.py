@@ -18,11 +18,11 @@ INT8)                  ``STRONGLY_TYPED`` flag is not passed)       for the floa
 Every build also sets: an optimization profile for a dynamic batch (``min/opt/max_batch``), the
 workspace limit, ``builder_optimization_level``, DETAILED profiling verbosity (for the inspector),
 a timing cache per (GPU, TensorRT version) loaded before and merged back after the build under a
-file lock (:mod:`.trt_config`), ``SPARSE_WEIGHTS`` when some Conv/Gemm weight is 2:4 sparse, and
+file lock (:mod:`.config`), ``SPARSE_WEIGHTS`` when some Conv/Gemm weight is 2:4 sparse, and
 on a Jetson with DLA cores and ``engine.dla_core`` set, DLA with ``GPU_FALLBACK``: then FP16 is
 forced (DLA runs only FP16/INT8) and the batch is static (``opt_batch``; DLA needs min = opt =
 max), and the manifest's ``dla.used`` says whether the inspector found any layer on DLA.
-TensorRT's messages go to one process-wide logger (:mod:`.trt_logger`).
+TensorRT's messages go to one process-wide logger (:mod:`.logger`).
 
 The QDQ checker (:func:`edgec.export.qdq.assert_tensorrt_qdq`) runs first and a model it rejects
 is refused. Parser errors are reported node by node with TensorRT's own messages.
@@ -43,9 +43,9 @@ from typing import Any
 from edgec.artifacts import sha256_file
 from edgec.atomic import atomic_write_bytes
 from edgec.console import say, warn
-from edgec.engine.manifest import PLAN, default_cache_dir, engine_key, timing_cache_file, write_engine_manifest
-from edgec.engine.trt_config import add_profile, dla_setup, load_timing_cache, save_timing_cache
-from edgec.engine.trt_logger import process_logger, tensorrt_said
+from edgec.backends.tensorrt.manifest import PLAN, default_cache_dir, engine_key, timing_cache_file, write_engine_manifest
+from edgec.backends.tensorrt.config import add_profile, dla_setup, load_timing_cache, save_timing_cache
+from edgec.backends.tensorrt.logger import process_logger, tensorrt_said
 from edgec.errors import EdgecError, MissingDependencyError, ModelError
 
 __all__ = ["BuildSettings", "EngineBuild", "precision_plan", "build_engine", "fp16_onnx"]
@@ -170,9 +170,10 @@ def build_engine(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
         >>> build_engine("model.int8.onnx", "engine/", BuildSettings(fp16=True)).plan
         PosixPath('engine/model.plan')
     """
-    from edgec.engine import cuda_device, import_tensorrt
-    from edgec.engine.inspector import quantized_nodes, summarize_layers
-    from edgec.engine.sparsity import sparse_24_layers
+    from edgec.backends.base import cuda_device
+    from edgec.backends.tensorrt.probe import import_tensorrt
+    from edgec.backends.tensorrt.inspector import quantized_nodes, summarize_layers
+    from edgec.backends.tensorrt.sparsity import sparse_24_layers
     from edgec.export.files import load_onnx
     from edgec.export.qdq import QOPERATOR_OPS, assert_tensorrt_qdq
 

@@ -3,7 +3,7 @@
 Like ``trtexec --onnx=MODEL.onnx --saveEngine=...``, but with edgec's checks around the build:
 
 1. TensorRT and a CUDA GPU are required first (a clear error, exit 2, says what to install);
-2. :func:`edgec.engine.tensorrt.build_engine` builds ``model.plan`` + ``engine.json`` exactly as the
+2. :func:`edgec.backends.tensorrt.builder.build_engine` builds ``model.plan`` + ``engine.json`` exactly as the
    recipe path does (QDQ checker, timing cache, 2:4 sparsity, DLA, the inspector's layer summary);
 3. the engine is run on seeded random inputs next to ONNX Runtime on the same ONNX file, and every
    output is compared (:func:`edgec.compare.compare`: ``|engine - ort| <= atol + rtol * |ort|``);
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgec.atomic import atomic_write_json
-from edgec.engine.tensorrt import BuildSettings, build_engine
+from edgec.backends.tensorrt.builder import BuildSettings, build_engine
 from edgec.errors import ModelError, VerificationFailed
 
 __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "engine_from_onnx", "random_feeds", "compare_runners", "describe"]
@@ -34,7 +34,7 @@ DEFAULT_ATOL, DEFAULT_RTOL = 0.5, 0.1
 
 
 def random_feeds(inputs: list[Any], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs for ``inputs`` (runner :class:`~edgec.runtimes.base.TensorSpec` list): standard normal
+    """Seeded inputs for ``inputs`` (runner :class:`~edgec.backends.runner.TensorSpec` list): standard normal
     floats, integers in [0, 10), booleans; the batch dimension (symbolic or unknown first dim) is ``batch``.
 
     Example:
@@ -116,7 +116,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLi
         >>> engine_from_onnx("resnet18.onnx", settings=BuildSettings(fp16=True, max_batch=16))["plan"]  # doctest: +SKIP
         PosixPath('resnet18-engine/model.plan')
     """
-    from edgec.engine import import_tensorrt
+    from edgec.backends.tensorrt.probe import import_tensorrt
 
     src = Path(onnx_path)
     if not src.is_file():
@@ -129,7 +129,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLi
     result: dict[str, Any] = {"plan": built.plan, "manifest": built.manifest, "verify": None}
     if not verify:
         return result
-    from edgec.runtimes import open_runner
+    from edgec.backends import open_runner
 
     batch = _verify_batch(built.manifest)
     with open_runner(src, runtime="onnxruntime") as reference:

@@ -5,7 +5,7 @@ TensorRT library only produces a log line), so :meth:`OnnxRuntimeRunner.describe
 providers the session *actually* uses, not the ones asked for: a benchmark result must say what ran.
 
 Example:
-    >>> from edgec.runtimes.onnxruntime_runner import OnnxRuntimeRunner
+    >>> from edgec.backends.onnxruntime.runner import OnnxRuntimeRunner
     >>> with OnnxRuntimeRunner("m.onnx", providers=["cpu"]) as r:     # doctest: +SKIP
     ...     logits = r.infer(x)
 """
@@ -22,7 +22,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from edgec.errors import EdgecError, ModelError
-from edgec.runtimes.base import Runner, TensorSpec, prepare_feeds
+from edgec.backends.runner import Runner, TensorSpec, prepare_feeds
 
 __all__ = ["OnnxRuntimeRunner", "default_providers", "PROVIDER_PREFERENCE"]
 

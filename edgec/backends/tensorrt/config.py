@@ -5,7 +5,7 @@
 * :func:`dla_setup`: DLA on a Jetson. DLA runs only FP16/INT8 and only static shapes (NVIDIA's
   ``samples/common`` ``enableDLA`` forces FP16; trtexec needs min = opt = max), and with
   ``GPU_FALLBACK`` layers it cannot run move silently to the GPU, so whether DLA is *used* is only
-  known from the inspector after the build (:func:`edgec.engine.inspector.dla_layers`).
+  known from the inspector after the build (:func:`edgec.backends.tensorrt.inspector.dla_layers`).
 * :func:`load_timing_cache` / :func:`save_timing_cache`: as Polygraphy's ``CreateConfig`` and
   ``EngineBytesFromNetwork`` do, the on-disk cache is read and written under a file lock and merged
   (``ITimingCache.combine``) with what another build saved meanwhile; unlike them, edgec checks
@@ -27,7 +27,7 @@ from typing import Any
 
 from edgec.atomic import atomic_write_bytes
 from edgec.console import warn
-from edgec.engine.trt_logger import tensorrt_said
+from edgec.backends.tensorrt.logger import tensorrt_said
 from edgec.errors import EdgecError, ModelError
 
 __all__ = ["add_profile", "dla_setup", "load_timing_cache", "save_timing_cache", "timing_cache_lock"]

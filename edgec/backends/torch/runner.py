@@ -1,10 +1,10 @@
-"""Run a ``torch.nn.Module`` behind the :class:`~edgec.runtimes.base.Runner` interface.
+"""Run a ``torch.nn.Module`` behind the :class:`~edgec.backends.runner.Runner` interface.
 
 This is the reference every converted model is checked against, so it runs the module exactly as
 trained: eval mode, ``torch.inference_mode()``, float32 unless the module's weights say otherwise.
 
 Example:
-    >>> from edgec.runtimes.torch_runner import TorchRunner
+    >>> from edgec.backends.torch.runner import TorchRunner
     >>> runner = TorchRunner(torch.nn.Linear(4, 2))
     >>> runner.infer(np.ones((3, 4), np.float32)).shape
     (3, 2)
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from edgec.errors import EdgecError, ModelError
-from edgec.runtimes.base import Runner, TensorSpec, prepare_feeds
+from edgec.backends.runner import Runner, TensorSpec, prepare_feeds
 
 __all__ = ["TorchRunner"]
 

@@ -1,9 +1,9 @@
 """Run a TensorRT engine (``model.plan``) with torch-owned CUDA buffers: no pycuda needed.
 
 Loading checks the plan against its ``engine.json`` first (sha256, TensorRT version, GPU: see
-:mod:`edgec.engine.manifest`), because deserializing an engine runs code from it. A DLA engine
+:mod:`edgec.backends.tensorrt.manifest`), because deserializing an engine runs code from it. A DLA engine
 needs ``runtime.DLA_core`` set before it is deserialized (as trtexec does); the core comes from the
-manifest. TensorRT's messages go to edgec's process-wide logger (:mod:`edgec.engine.trt_logger`).
+manifest. TensorRT's messages go to edgec's process-wide logger (:mod:`edgec.backends.tensorrt.logger`).
 Then, per run (every call's result checked)::
 
     ctx.set_input_shape(name, shape)                  # within the engine's optimization profile
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError, ModelError
-from edgec.runtimes.base import Runner, TensorSpec, prepare_feeds
+from edgec.backends.runner import Runner, TensorSpec, prepare_feeds
 
 __all__ = ["TensorRTRunner", "check_profile", "deserialize_engine", "static_batch_chunks"]
 
@@ -62,7 +62,7 @@ def deserialize_engine(trt: Any, data: bytes, manifest: dict[str, Any], path: Pa
     Example:
         >>> runtime, engine = deserialize_engine(trt, data, verify_engine(plan, data=data), plan)  # doctest: +SKIP
     """
-    from edgec.engine.trt_logger import process_logger, tensorrt_said
+    from edgec.backends.tensorrt.logger import process_logger, tensorrt_said
 
     logger = process_logger(trt)
     mark = logger.mark()
@@ -113,8 +113,8 @@ class TensorRTRunner(Runner):
     runtime = "tensorrt"
 
     def __init__(self, path: str | os.PathLike[str], device: int = 0, cuda_graph: bool = False):
-        from edgec.engine import import_tensorrt
-        from edgec.engine.manifest import check_target, verify_engine
+        from edgec.backends.tensorrt.probe import import_tensorrt
+        from edgec.backends.tensorrt.manifest import check_target, verify_engine
 
         self.path = Path(path)
         if not self.path.is_file():

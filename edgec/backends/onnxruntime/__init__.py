@@ -1,0 +1,49 @@
+"""The ``onnxruntime`` backend: the (QDQ) ONNX file *is* the engine; ONNX Runtime runs it.
+
+The engine stage builds nothing: it records which ONNX file deploys, its sha256 and the execution
+providers a session actually got after one real inference. Always installed, so ``engine.backend:
+auto`` falls back to it; it is the one backend that runs the text student (ONNX Runtime's dynamic
+INT8 LSTM, ``DynamicQuantizeLSTM``, is its own op). The runner is :mod:`.runner`.
+
+Example:
+    >>> from edgec.backends import get_backend
+    >>> get_backend("onnxruntime").tasks
+    ('images', 'text')
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from edgec.backends.base import Backend, checked_options
+
+if TYPE_CHECKING:
+    from edgec.backends.runner import Runner
+
+__all__ = ["OnnxRuntimeBackend"]
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime on the CPU (or CUDA where its GPU build is installed)."""
+
+    name = "onnxruntime"
+    auto_priority = 0
+    tasks = ("images", "text")
+    suffixes = (".onnx",)
+
+    def open(self, model: str | os.PathLike[str] | Any, **options: Any) -> Runner:
+        """An :class:`~edgec.backends.onnxruntime.runner.OnnxRuntimeRunner` (``providers``,
+        ``intra_op_threads``, ``inter_op_threads``, ``graph_optimization_level``)."""
+        from edgec.backends.onnxruntime.runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(model, **checked_options(OnnxRuntimeRunner, options))
+
+    def build_options(self, spec: Any) -> dict[str, Any]:
+        return self.thread_options(spec.intra_op_threads)
+
+    def thread_options(self, threads: int | None) -> dict[str, Any]:
+        return {"intra_op_threads": threads} if threads else {}
+
+
+BACKEND = OnnxRuntimeBackend()
