@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import edgec
-from edgec.bench.machine import cpu_info, is_jetson, jetson_clock_warning, jetson_info
+from edgec.machine import cpu_info, is_jetson, jetson_clock_warning, jetson_info
 
 if TYPE_CHECKING:
     from rich.table import Table

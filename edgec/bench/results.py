@@ -67,13 +67,13 @@ def new_results(source: str, device: str, settings: dict[str, Any],
 
 def describe_machine(device: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """``(description, fingerprint, warnings)`` of this machine for results on ``device``
-    (:mod:`edgec.bench.machine`: CPU, GPU, clocks, Jetson power mode, package versions).
+    (:mod:`edgec.machine`: CPU, GPU, clocks, Jetson power mode, package versions).
 
     Example:
         >>> describe_machine("cpu")[1]["device_kind"]
         'cpu'
     """
-    from edgec.bench import machine as m
+    from edgec import machine as m
 
     desc = m.describe_machine(device)
     warning = m.jetson_clock_warning(desc)
@@ -93,7 +93,7 @@ def machine_differences(current: dict[str, Any], baseline: dict[str, Any]) -> li
     out = []
     if current.get("device") != baseline.get("device"):
         out.append(f"device: {current.get('device')!r} vs {baseline.get('device')!r}")
-    from edgec.bench.machine import machine_mismatches
+    from edgec.machine import machine_mismatches
 
     mc, mb = current.get("machine") or {}, baseline.get("machine") or {}
     out += [f"machine {line}" for line in machine_mismatches(mc, mb)]

@@ -353,7 +353,7 @@ def _check_config(cfg: BenchConfig) -> Path:
     if not cfg.batches or any(int(b) < 1 for b in cfg.batches):
         raise EdgecError(f"batch sizes must be >= 1, got {list(cfg.batches)}", hint="e.g. --batch 1,8,32")
     if cfg.device == "jetson":
-        from edgec.bench.machine import is_jetson
+        from edgec.machine import is_jetson
 
         if not is_jetson():
             raise EdgecError("--device jetson, but this machine is not a Jetson (no "

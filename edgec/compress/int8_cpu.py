@@ -28,9 +28,9 @@ SAFE_EVERYWHERE = frozenset({"reduce_range", "u8u8"})
 
 def int8_isa(cpu: dict[str, Any] | None = None) -> str:
     """``x86-vnni``, ``x86-avx2`` (x86 without VNNI), ``arm-dotprod``, ``arm`` or ``other`` for ``cpu``
-    (:func:`edgec.bench.machine.cpu_info`'s shape; this machine's when None)."""
+    (:func:`edgec.machine.cpu_info`'s shape; this machine's when None)."""
     if cpu is None:
-        from edgec.bench.machine import cpu_info
+        from edgec.machine import cpu_info
 
         cpu = cpu_info()
     arch, flags = str(cpu.get("arch") or "").lower(), cpu.get("flags") or {}

@@ -255,7 +255,7 @@ def machine() -> dict[str, Any]:
     """GPU, arch, versions (torch, CUDA, nvcc, pycuda, driver) and edgec's full machine description."""
     import torch
 
-    from edgec.bench.machine import describe_machine
+    from edgec.machine import describe_machine
     from edgec.kernels.loader import device_arch, nvcc_version
 
     props = torch.cuda.get_device_properties(0)

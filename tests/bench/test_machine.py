@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from edgec.bench.machine import (describe_machine, is_jetson, jetson_clock_warning, jetson_info,
+from edgec.machine import (describe_machine, is_jetson, jetson_clock_warning, jetson_info,
                                  machine_fingerprint, machine_mismatches)
 from tests.bench.fixtures.sysfs_trees import jetson_machine_tree, put
 

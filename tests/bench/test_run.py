@@ -127,7 +127,7 @@ def test_bad_files_and_settings(tmp_path):
         run_bench(BenchConfig(corrupt, device="tpu"))
     with pytest.raises(EdgecError, match="batch sizes"):
         run_bench(BenchConfig(corrupt, batches=(0,)))
-    from edgec.bench.machine import is_jetson
+    from edgec.machine import is_jetson
 
     if not is_jetson():
         with pytest.raises(EdgecError, match="not a Jetson"):

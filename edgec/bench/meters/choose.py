@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgec.bench.machine import is_jetson
+from edgec.machine import is_jetson
 from edgec.bench.meters import METERS, NvmlMeter, PowerMeter, nvml_target_for_cuda_index
 from edgec.errors import EdgecError, MissingDependencyError
 from edgec.registry import Registry
