@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -106,6 +107,7 @@ class Backend:
         verify_against: the models its engine is compared with in verify (the first one built).
         report_keys: engine-stage metrics copied into ``report.json``'s ``engine`` section.
         other_runtimes_hint: what to tell someone asking another runtime to open this backend's files.
+        title: what it runs, in words ("TensorRT engines"), for messages.
     """
 
     name: ClassVar[str] = ""
@@ -121,6 +123,7 @@ class Backend:
     verify_against: ClassVar[tuple[str, ...]] = ()
     report_keys: ClassVar[tuple[str, ...]] = ()
     other_runtimes_hint: ClassVar[str] = ""
+    title: ClassVar[str] = ""
 
     # --- can it run here --------------------------------------------------------------------------------
 
@@ -187,6 +190,15 @@ class Backend:
     def thread_options(self, threads: int | None) -> dict[str, Any]:
         """The runner option that sets ``threads`` CPU threads; {} where the runtime has none."""
         return {}
+
+    def bench_options(self, device: str, threads: int | None, providers: Sequence[str] | None = None,
+                      stream: Any = None) -> dict[str, Any]:
+        """Runner options for ``edgec bench --device`` (``cpu``, ``cuda``, ``jetson``); a GPU backend
+        refuses ``cpu``. ``stream``: the CUDA stream the timing clock records on (ONNX Runtime shares it)."""
+        if self.needs_gpu and device == "cpu":
+            raise EdgecError(f"{self.title} run on a CUDA GPU, not with --device cpu",
+                             hint="use --device cuda (or --device jetson on a Jetson)")
+        return self.thread_options(threads)
 
     # --- what a build reports ---------------------------------------------------------------------------
 

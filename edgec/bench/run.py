@@ -239,28 +239,11 @@ def runner_options(path: Path, runtime: str, device: str, threads: int | None,
         >>> runner_options(Path("m.onnx"), "auto", "cpu", 1)
         ('onnxruntime', {'providers': ['cpu'], 'intra_op_threads': 1})
     """
-    from edgec.runtimes import SUFFIXES
+    from edgec.backends import SUFFIXES, get_backend
 
     native = SUFFIXES.get(path.suffix.lower(), runtime)
     runtime = native if runtime == "auto" else runtime
-    options: dict[str, Any] = {}
-    if runtime == "onnxruntime":
-        chosen: list[Any] = list(providers) if providers else (
-            ["cpu"] if device == "cpu" else ["cuda", "cpu"])
-        if stream is not None:  # ORT ignores handle 0, hence CudaEventClock's own stream
-            chosen = [("CUDAExecutionProvider", {"user_compute_stream": str(stream.cuda_stream)})
-                      if isinstance(p, str) and p.lower() in ("cuda", "cudaexecutionprovider") else p
-                      for p in chosen]
-        options["providers"] = chosen
-        if threads:
-            options["intra_op_threads"] = threads
-    elif runtime == "torch":
-        options["device"] = "cpu" if device == "cpu" else "cuda"
-        if threads:
-            options["threads"] = threads
-    elif runtime in ("tensorrt", "kernels") and device == "cpu":
-        raise EdgecError(f"{'TensorRT engines' if runtime == 'tensorrt' else 'edgec CUDA kernels'} run on a CUDA "
-                         "GPU, not with --device cpu", hint="use --device cuda (or --device jetson on a Jetson)")
+    options = get_backend(runtime).bench_options(device, threads, providers, stream)
     return runtime, options
 
 

@@ -1,12 +1,4 @@
-"""Transitional: edgec's engine backends now live in :mod:`edgec.backends` (one folder per backend).
+"""Transitional home of :mod:`edgec.engine.kernels` only; every backend lives in :mod:`edgec.backends`.
 
-Only :mod:`edgec.engine.kernels` is still here, until it moves to ``edgec/backends/kernels/``;
-``resolve_backend`` and ``stage_config`` are re-exported for code not yet switched to
-:mod:`edgec.backends`.
+``kernels.py`` moves to ``edgec/backends/kernels/`` once its owner's work on it is finished.
 """
-
-from __future__ import annotations
-
-from edgec.backends import cuda_device, resolve_backend, stage_config
-
-__all__ = ["resolve_backend", "stage_config", "cuda_device"]

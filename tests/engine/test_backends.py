@@ -8,7 +8,7 @@ import pytest
 
 from edgec.backends import BACKENDS, ENGINE_CHOICES, RUNTIMES, SUFFIXES, get_backend, open_runner, resolve_backend
 from edgec.backends.base import Backend
-from edgec.errors import ModelError, RecipeError
+from edgec.errors import EdgecError, ModelError, RecipeError
 from edgec.recipe import EngineSpec, parse_recipe
 
 
@@ -27,7 +27,7 @@ def test_the_recipe_lists_exactly_the_engine_backends():
 def test_unknown_names_suggest_the_closest():
     with pytest.raises(ModelError, match="unknown runtime 'tensorrtt'; did you mean 'tensorrt'"):
         get_backend("tensorrtt")
-    with pytest.raises(Exception, match="unknown engine backend 'torch'"):
+    with pytest.raises(EdgecError, match="unknown engine backend 'torch'"):
         resolve_backend("torch")  # runs models, builds no engine
 
 
@@ -79,3 +79,13 @@ def test_a_backend_opens_only_its_files(tmp_path):
     st.write_bytes(b"x")
     with pytest.raises(ModelError, match="export the model to ONNX first"):
         open_runner(st, runtime="onnxruntime")
+
+
+def test_bench_options_per_backend():
+    assert get_backend("onnxruntime").bench_options("cpu", 2) == {"providers": ["cpu"], "intra_op_threads": 2}
+    assert get_backend("onnxruntime").bench_options("cuda", None)["providers"] == ["cuda", "cpu"]
+    assert get_backend("torch").bench_options("jetson", 1) == {"device": "cuda", "threads": 1}
+    for name, words in (("tensorrt", "TensorRT engines"), ("kernels", "edgec CUDA kernels")):
+        with pytest.raises(EdgecError, match=f"{words} run on a CUDA GPU, not with --device cpu"):
+            get_backend(name).bench_options("cpu", None)
+        assert get_backend(name).bench_options("cuda", 4) == {}

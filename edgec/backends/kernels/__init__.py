@@ -35,6 +35,7 @@ class KernelsBackend(Backend):
 
     name = "kernels"
     needs_gpu = True
+    title = "edgec CUDA kernels"
     needs_student = True
     also_opens = (".safetensors",)  # an edgec student, on edgec's CUDA kernels
     verify_against = ("student",)

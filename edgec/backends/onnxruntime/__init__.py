@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgec.backends.base import Backend, checked_options
@@ -31,6 +32,7 @@ class OnnxRuntimeBackend(Backend):
     auto_priority = 0
     tasks = ("images", "text")
     suffixes = (".onnx",)
+    title = "ONNX models"
 
     def open(self, model: str | os.PathLike[str] | Any, **options: Any) -> Runner:
         """An :class:`~edgec.backends.onnxruntime.runner.OnnxRuntimeRunner` (``providers``,
@@ -44,6 +46,17 @@ class OnnxRuntimeBackend(Backend):
 
     def thread_options(self, threads: int | None) -> dict[str, Any]:
         return {"intra_op_threads": threads} if threads else {}
+
+    def bench_options(self, device: str, threads: int | None, providers: Sequence[str] | None = None,
+                      stream: Any = None) -> dict[str, Any]:
+        """``["cpu"]`` on the CPU; on a GPU CUDA then CPU, sharing ``stream`` (so CUDA events on it
+        bracket ORT's kernels); ORT's TensorRT provider only when named in ``providers``."""
+        chosen: list[Any] = list(providers) if providers else (["cpu"] if device == "cpu" else ["cuda", "cpu"])
+        if stream is not None:  # ORT ignores handle 0, hence CudaEventClock's own stream
+            chosen = [("CUDAExecutionProvider", {"user_compute_stream": str(stream.cuda_stream)})
+                      if isinstance(p, str) and p.lower() in ("cuda", "cudaexecutionprovider") else p
+                      for p in chosen]
+        return {"providers": chosen, **self.thread_options(threads)}
 
 
 BACKEND = OnnxRuntimeBackend()

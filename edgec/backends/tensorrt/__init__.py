@@ -36,6 +36,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     auto_priority = 10
     needs_gpu = True
+    title = "TensorRT engines"
     suffixes = (".plan", ".engine")
     quantized_file_metric = "tensorrt_file"  # PTQ: the S8S8 file is TensorRT's
     verify_against = ("student_int8", "student_lowbit", "student_fp32_onnx")

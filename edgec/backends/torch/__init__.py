@@ -32,6 +32,7 @@ class TorchBackend(Backend):
     engine = False
     suffixes = (".safetensors",)
     opens_modules = True
+    title = "torch models"
     other_runtimes_hint = "export the model to ONNX first for onnxruntime"
 
     def check_module(self, model: Any) -> None:
@@ -60,6 +61,10 @@ class TorchBackend(Backend):
 
     def thread_options(self, threads: int | None) -> dict[str, Any]:
         return {"threads": threads} if threads else {}
+
+    def bench_options(self, device: str, threads: int | None, providers: Any = None, stream: Any = None) -> dict[str, Any]:
+        """The device's CUDA GPU or the CPU."""
+        return {"device": "cpu" if device == "cpu" else "cuda", **self.thread_options(threads)}
 
 
 BACKEND = TorchBackend()
