@@ -185,7 +185,7 @@ class ExportSpec(Section):
 
 
 class EngineSpec(Section):
-    """What runs the deployable model (:mod:`edgec.engine`; docs/tensorrt.md).
+    """What runs the deployable model (:mod:`edgec.backends`; docs/tensorrt.md).
 
     ``backend``: ``auto`` (TensorRT where it imports and a CUDA GPU is visible, else ONNX Runtime),
     ``onnxruntime``, ``tensorrt`` (builds ``model.plan``) or ``kernels`` (edgec's CUDA kernels).

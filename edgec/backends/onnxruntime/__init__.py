@@ -5,6 +5,12 @@ providers a session actually got after one real inference. Always installed, so 
 auto`` falls back to it; it is the one backend that runs the text student (ONNX Runtime's dynamic
 INT8 LSTM, ``DynamicQuantizeLSTM``, is its own op). The runner is :mod:`.runner`.
 
+ONNX Runtime's *quantization* tooling stays in :mod:`edgec.compress` (``quantize``, ``calibrate``,
+``ptq_accuracy``, ``int8_cpu``, ``saturation``): it is the post-training INT8 method, whose S8S8 file
+TensorRT builds from too, and export, QAT and the text task call it; here it would make the backends
+depend on compress and export and those on the backends (an import cycle). What is about *running* a
+model in ONNX Runtime lives here.
+
 Example:
     >>> from edgec.backends import get_backend
     >>> get_backend("onnxruntime").tasks
