@@ -34,20 +34,23 @@ def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name
     stage's (``quantize`` names its deployable file in a metric)."""
     folder = out / "deploy"
     fp32 = task.stage("export").outputs.model_file(arts["export"])
+    export = task.metrics(arts["export"])  # metrics by the keys the stage defs declare
     files = {fp32.name: fp32}
-    q = arts.get("quantize")
+    q_art = arts.get("quantize")
+    q = task.metrics(q_art) if q_art is not None else None
     int8: dict[str, Any] = {}
-    if q is not None and q.metrics["kind"] == "int8":
-        # PTQ: model.int8.onnx (S8S8, TensorRT) + model.int8.cpu.onnx (ONNX Runtime on a CPU); QAT: one file
-        for name, desc in (q.metrics.get("files") or {"model.int8.onnx": {}}).items():
-            files[name] = q.file(q.metrics["file"] if not desc else name)
+    if q_art is not None and q["kind"] == "int8":
+        # PTQ and QAT: model.int8.onnx (S8S8, TensorRT) + model.int8.cpu.onnx (ONNX Runtime on a CPU);
+        # text (dynamic INT8): one file
+        for name, desc in (q.get("files") or {"model.int8.onnx": {}}).items():
+            files[name] = q_art.file(q["file"] if not desc else name)
             if desc:
                 int8[name] = {k: desc.get(k) for k in ("flavour", "runtime", "cpus", "float_layers",
                                                        "val_accuracy", "fp32_val_accuracy")}
-    elif q is not None:  # low-bit: ONNX with on-grid weights + packed codes for the kernels
+    elif q_art is not None:  # low-bit: ONNX with on-grid weights + packed codes for the kernels
         for key in ("onnx", "packed", "metadata"):
-            files[q.metrics[key]] = q.file(q.metrics[key])
-    for name in arts["export"].metrics.get("deploy_files", []):  # e.g. a text model's vocab.json
+            files[q[key]] = q_art.file(q[key])
+    for name in export.get("deploy_files", []):  # e.g. a text model's vocab.json
         files[name] = arts["export"].file(name)
     for name, src in files.items():
         with atomic_path(folder / name) as tmp:
@@ -56,7 +59,7 @@ def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name
         for stale in folder.glob("model.*"):
             if stale.name not in files:
                 stale.unlink()
-    io = arts["export"].metrics["io"]
+    io = export["io"]
     info = {
         "edgec_version": __version__,
         "recipe": recipe_name,
@@ -67,7 +70,7 @@ def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name
         "num_classes": dataset.num_classes,
         "files": {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
                   for name in files},
-        "recommended": (q.metrics["file"] if int8 else
+        "recommended": (q["file"] if q is not None and int8 else
                         next((n for n in files if n.endswith(".onnx") and n != fp32.name), fp32.name)),
     }
     if int8:  # which INT8 file is which flavour, for which runtime and CPUs

@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
     """Assemble ``report.json``'s content from the artifacts' manifests."""
     assert ctx.task is not None
-    verify = arts["verify"].metrics
-    bench = arts["bench"].metrics["models"] if "bench" in arts else {}
+    metrics = ctx.task.metrics  # each stage's metrics, by the keys its stage def declares
+    verify = metrics(arts["verify"])
+    bench = metrics(arts["bench"])["models"] if "bench" in arts else {}
     files = model_files(arts, ctx.task)
     models: dict[str, Any] = {}
     for name, vres in verify["models"].items():
         path, _, size_art = files[name]
-        size = size_art.metrics
+        size = metrics(size_art)
         models[name] = {
             "params": size["params"], "flops": size["flops"], "accuracy": vres["accuracy"],
             "latency_ms": bench.get(name, {}).get("latency_ms"),
@@ -51,13 +52,13 @@ def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
         summary["param_reduction_without_embeddings"] = (models["teacher"]["params_detail"]["without_embeddings"]
                                                          / models["student"]["params_detail"]["without_embeddings"])
     if "prune" in arts:
-        pr = arts["prune"].metrics["prune"]
+        pr = metrics(arts["prune"])["prune"]
         summary["prune"] = {k: pr.get(k) for k in ("criterion", "flops_ratio", "params_ratio")}
     if "student_int8" in models:
         summary["int8_accuracy_drop"] = verify["int8_accuracy_drop"]
         summary["int8_top1_agreement"] = verify["int8_top1_agreement"]
-    q = arts.get("quantize")
-    if q is not None and q.metrics.get("files"):  # PTQ: each INT8 file's flavour, float layers, val accuracy steps
+    q = metrics(arts["quantize"]) if "quantize" in arts else None
+    if q is not None and q.get("files"):  # PTQ: each INT8 file's flavour, float layers, val accuracy steps
         sat = verify.get("avx2_saturation") or {}
         summary["int8_files"] = {
             name: {"flavour": d["flavour"], "runtime": d["runtime"], "float_layers": d["float_layers"],
@@ -66,13 +67,13 @@ def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
                                           for st in d["steps"]],
                    "avx2_saturates": (sat.get(name) or {}).get("saturates"),
                    "avx2_predicted_accuracy": (sat.get(name) or {}).get("avx2_predicted_accuracy")}
-            for name, d in q.metrics["files"].items()}
-        cpu = q.metrics["files"].get(q.metrics.get("file"))
+            for name, d in q["files"].items()}
+        cpu = q["files"].get(q.get("file"))
         if cpu is not None and "student_int8" in models:  # results.json: `edgec gate` compares bytes only when equal
             models["student_int8"]["quantization"] = {"flavour": cpu["flavour"], "float_layers": cpu["float_layers"]}
     if "student_lowbit" in models:
         summary["lowbit_accuracy_drop"] = verify["lowbit_accuracy_drop"]
-        summary["lowbit_bits"] = arts["quantize"].metrics["bits"]
+        summary["lowbit_bits"] = metrics(arts["quantize"])["bits"]
     for kind in ("int8", "lowbit"):
         if f"student_{kind}" in models and bench:
             summary[f"{kind}_onnx_speedup_vs_teacher_torch"] = (
@@ -83,7 +84,7 @@ def collect(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
         "dataset": ctx.dataset.describe(),
         "models": models,
         "summary": summary,
-        "parity": arts["export"].metrics.get("parity"),
+        "parity": metrics(arts["export"]).get("parity"),
         "engine": _engine_section(arts["engine"].metrics),
         "engine_verify": verify.get("engine"),
         "artifacts": {stage: str(a.path) for stage, a in arts.items()},

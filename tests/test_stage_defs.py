@@ -94,3 +94,17 @@ def test_stage_tables_are_consistent(task):
             assert out.model is not None or out.model_metric is not None, stage
     trains = {d.name for d in task.chain if d.all_ranks(load_recipe("digits"))}
     assert {"teacher", "distill"} <= trains and not trains & {"export", "engine", "verify", "bench", "quantize"}
+
+
+def test_readers_read_only_declared_metric_keys(tmp_path):
+    store = ArtifactStore(tmp_path / "run")
+    with store.build("quantize", "k", config={}, parents=[]) as work:
+        (work.path / "model.int8.onnx").write_text("x")
+        work.metrics.update(kind="int8", file="model.int8.onnx", secret=1)
+    m = IMAGES.metrics(work.artifact)
+    assert m["kind"] == "int8" and m.get("files") is None and "bits" not in m  # declared (optional) keys
+    assert set(m) == {"kind", "file"}
+    with pytest.raises(KeyError, match="declares no metric 'secret'"):
+        m["secret"]
+    with pytest.raises(KeyError, match="declares no metric 'fille'"):
+        m.get("fille")

@@ -107,7 +107,8 @@ def int8_problems(preds: dict[str, np.ndarray], results: dict, v, metrics: dict)
 AVX2_PREDICTION_SAMPLES = 512  # test images the end-to-end AVX2 prediction runs on (it re-runs the model per layer)
 
 
-def int8_saturation(work: StageWork, x: np.ndarray, metrics: dict, y: np.ndarray | None = None) -> list[str]:
+def int8_saturation(task: Task, work: StageWork, x: np.ndarray, metrics: dict,
+                    y: np.ndarray | None = None) -> list[str]:
     """Predict, by emulating VPMADDUBSW (:mod:`edgec.compress.saturation`), whether each PTQ INT8 file
     saturates ONNX Runtime on an x86 CPU without VNNI; into ``metrics["avx2_saturation"]``. A problem
     only when the ONNX Runtime CPU file has a flavour meant to be safe on every CPU and still saturates."""
@@ -115,10 +116,11 @@ def int8_saturation(work: StageWork, x: np.ndarray, metrics: dict, y: np.ndarray
     from edgec.compress.saturation import predict_avx2_logits, predict_saturation
 
     q = next((a for a in work.parents if a.stage == "quantize"), None)
-    if q is None or q.metrics.get("kind") != "int8":
+    if q is None or task.metrics(q)["kind"] != "int8":
         return []
     problems, found = [], {}
-    files = q.metrics.get("files") or {q.metrics["file"]: {"flavour": "s8s8", "runtime": "qat"}}  # QAT: one S8S8 file
+    qm = task.metrics(q)
+    files = qm.get("files") or {qm["file"]: {"flavour": "s8s8", "runtime": "qat"}}  # one S8S8 file
     for name, desc in files.items():
         pred = predict_saturation(q.file(name), x)
         found[name] = {"flavour": desc["flavour"], "saturates": pred["saturates"],
@@ -165,7 +167,7 @@ def verify(ctx: BuildContext, work: StageWork) -> None:
                                                 - results["student_lowbit"]["accuracy"])
     problems += int8_problems(preds, results, v, work.metrics)
     if inputs.images is not None:  # the saturation emulator runs image models
-        problems += int8_saturation(work, inputs.images, work.metrics, test.y)
+        problems += int8_saturation(ctx.task, work, inputs.images, work.metrics, test.y)
     problems += _verify_engine(logits, results, v, work.metrics)
     atomic_write_json(work.path / "verify.json", work.metrics)
     if problems:

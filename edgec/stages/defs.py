@@ -16,7 +16,7 @@ Parents are written as stage names; ``"prune|distill"`` is the first of those th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,11 +42,13 @@ def parent(work: StageWork, stage: str) -> Artifact:
 
 @dataclass(frozen=True)
 class Outputs:
-    """What a finished stage holds: ``files`` always written, ``metrics`` keys always set, and which file
-    is the stage's model: ``model`` by name, or the name found in the metric ``model_metric``."""
+    """What a finished stage holds: ``files`` always written, ``metrics`` keys always set, ``optional``
+    metric keys it may set (readers may read only declared keys, see :class:`StageMetrics`), and which
+    file is the stage's model: ``model`` by name, or the name found in the metric ``model_metric``."""
 
     files: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
     model: str | None = None
     model_metric: str | None = None
 
@@ -67,6 +69,37 @@ class Outputs:
             if name and not (work.path / name).is_file():
                 gone.append(name)
         return gone
+
+
+class StageMetrics(Mapping[str, Any]):
+    """A finished stage's metrics, read through its declared outputs: reading a key the stage's def does
+    not declare is a KeyError at once (a renamed or misspelt key cannot silently read as missing)."""
+
+    def __init__(self, art: Artifact, outputs: Outputs):
+        self._metrics, self._stage = art.metrics, art.stage
+        self._declared = set(outputs.metrics) | set(outputs.optional)
+
+    def _check(self, key: object) -> None:
+        if key not in self._declared:  # a wiring bug, not a user error
+            raise KeyError(f"stage {self._stage} declares no metric {key!r} (declared: {sorted(self._declared)})")
+
+    def __getitem__(self, key: str) -> Any:
+        self._check(key)
+        return self._metrics[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._check(key)
+        return self._metrics.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._check(key)
+        return key in self._metrics
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(k for k in self._metrics if k in self._declared)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _always(recipe: Recipe) -> bool:
@@ -148,6 +181,10 @@ class Task:
             if d.name == name:
                 return d
         raise KeyError(f"task {self.name} has no stage {name!r}")  # a wiring bug, not a user error
+
+    def metrics(self, art: Artifact) -> StageMetrics:
+        """``art``'s metrics, readable by the keys its stage's def declares."""
+        return StageMetrics(art, self.stage(art.stage).outputs)
 
 
 def run_chain(ctx: BuildContext, task: Task) -> dict[str, Artifact]:

@@ -51,10 +51,19 @@ def _training(r: Recipe) -> bool:
     return True
 
 
+# Outputs shared by both tasks. An engine's own metrics beyond these belong to its backend (report_keys).
 ENGINE_OUT = Outputs(files=("engine.json",), metrics=("backend", "model", "model_sha256"))
-VERIFY_OUT = Outputs(files=("verify.json",), metrics=("models",))
+VERIFY_OUT = Outputs(files=("verify.json",), metrics=("models",),
+                     optional=("int8_top1_agreement", "int8_accuracy_drop", "lowbit_accuracy_drop", "avx2_saturation",
+                               "engine"))
 BENCH_OUT = Outputs(files=("bench.json",), metrics=("models",))
-SIZE_METRICS = ("params", "flops", "val_accuracy")
+SIZE_METRICS = ("params", "flops", "val_accuracy")  # every model-training stage: what the report's size columns read
+SIZE_OPTIONAL = ("params_detail", "flops_at", "training", "device", "model", "modality")
+# quantize: ``file`` is the deployable ONNX; PTQ and QAT add one INT8 file per runtime (``files``,
+# ``tensorrt_file``), low-bit methods their packed codes (``onnx``, ``packed``, ``metadata``, ``bits``)
+QUANTIZE_OUT = Outputs(metrics=("kind", "file"), model_metric="file",
+                       optional=("files", "tensorrt_file", "method", "bits", "onnx", "packed", "metadata",
+                                 "cpu_flavour", "float_layers", "qdq", "ops"))
 
 # --- images ---------------------------------------------------------------------------------------------
 
@@ -88,21 +97,25 @@ IMAGE_CHAIN = (
                                        "seed": ctx.recipe.seed, "teacher": ctx.recipe.section("teacher"),
                                        "weights_sha256": train.weights_digest(ctx.recipe.teacher.weights),
                                        **ctx.train_key},
-             outputs=Outputs(files=(train.TEACHER,), metrics=SIZE_METRICS, model=train.TEACHER)),
+             outputs=Outputs(files=(train.TEACHER,), metrics=SIZE_METRICS, optional=SIZE_OPTIONAL,
+                             model=train.TEACHER)),
     StageDef("distill", train.distill, parents=("teacher",), all_ranks=_training,
              config=lambda ctx, arts: {"student": ctx.recipe.section("student"), "distill": ctx.recipe.section("distill"),
                                        "seed": ctx.recipe.seed, **ctx.train_key},
-             outputs=Outputs(files=(train.STUDENT,), metrics=SIZE_METRICS, model=train.STUDENT)),
+             outputs=Outputs(files=(train.STUDENT,), metrics=SIZE_METRICS, optional=SIZE_OPTIONAL,
+                             model=train.STUDENT)),
     StageDef("prune", compress.prune, parents=("distill", "teacher"), all_ranks=_training,
              enabled=lambda r: r.prune.enabled,
              config=lambda ctx, arts: {"prune": ctx.recipe.section("prune"), "distill_params": ctx.recipe.distill.params,
                                        "seed": ctx.recipe.seed, **ctx.train_key},
-             outputs=Outputs(files=(train.STUDENT,), metrics=(*SIZE_METRICS, "prune"), model=train.STUDENT)),
+             outputs=Outputs(files=(train.STUDENT,), metrics=(*SIZE_METRICS, "prune"),
+                             optional=SIZE_OPTIONAL, model=train.STUDENT)),
     StageDef("export", convert.export, parents=("prune|distill",), config=_export_config,
-             outputs=Outputs(files=(convert.ONNX,), metrics=("parity", "io"), model=convert.ONNX)),
+             outputs=Outputs(files=(convert.ONNX,), metrics=("parity", "io"), optional=("deploy_files",),
+                             model=convert.ONNX)),
     StageDef("quantize", convert.quantize, parents=("export", "prune|distill", "teacher"),
              enabled=lambda r: r.quantize.enabled, all_ranks=_quantize_trains, config=_image_quantize_config,
-             outputs=Outputs(metrics=("kind", "file"), model_metric="file")),
+             outputs=QUANTIZE_OUT),
     StageDef("engine", convert.engine, parents=_image_engine_parents, config=_engine_config, outputs=ENGINE_OUT),
     StageDef("verify", check.verify, parents=(*IMAGE_MODELS, "engine"), outputs=VERIFY_OUT,
              config=lambda ctx, arts: {"verify": ctx.recipe.section("verify")}),
@@ -148,7 +161,7 @@ def _text_teacher_config(ctx: BuildContext, arts: Arts) -> dict[str, Any]:
 TEXT_CHAIN = (
     StageDef("teacher", text.teacher, parents=(), all_ranks=_training, config=_text_teacher_config,
              outputs=Outputs(files=(text.TEACHER_WEIGHTS, "config.json"), metrics=SIZE_METRICS,
-                             model=text.TEACHER_WEIGHTS)),
+                             optional=SIZE_OPTIONAL, model=text.TEACHER_WEIGHTS)),
     StageDef("transfer", text.transfer, parents=("teacher",), enabled=lambda r: r.distill.enabled,
              config=lambda ctx, arts: {"augment": ctx.recipe.text.augment.model_dump(mode="json"),
                                        "seed": ctx.recipe.seed, "max_length": ctx.recipe.text.teacher.max_length,
@@ -158,13 +171,14 @@ TEXT_CHAIN = (
              config=lambda ctx, arts: {"student": ctx.recipe.text.student.model_dump(mode="json"),
                                        "distill": ctx.recipe.section("distill"), "seed": ctx.recipe.seed,
                                        **ctx.train_key},
-             outputs=Outputs(files=(text.STUDENT, text.VOCAB), metrics=SIZE_METRICS, model=text.STUDENT)),
+             outputs=Outputs(files=(text.STUDENT, text.VOCAB), metrics=SIZE_METRICS, optional=SIZE_OPTIONAL,
+                             model=text.STUDENT)),
     StageDef("export", text.export, parents=("distill",), config=_export_config,
              outputs=Outputs(files=(convert.ONNX, text.VOCAB), metrics=("parity", "io", "deploy_files"),
                              model=convert.ONNX)),
     StageDef("quantize", text.quantize, parents=("export",), enabled=lambda r: r.quantize.enabled,
              all_ranks=_quantize_trains, config=lambda ctx, arts: {"quantize": ctx.recipe.section("quantize")},
-             outputs=Outputs(metrics=("kind", "file"), model_metric="file")),
+             outputs=QUANTIZE_OUT),
     StageDef("engine", convert.engine, parents=("quantize|export",), config=_engine_config, outputs=ENGINE_OUT),
     StageDef("verify", check.verify, parents=(*TEXT_MODELS, "engine"), outputs=VERIFY_OUT,
              config=lambda ctx, arts: {"verify": ctx.recipe.section("verify"),
