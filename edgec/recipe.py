@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgec.backends import get_backend
+from edgec.configs import (QUANTIZE_CLASSES, CalibrationConfig, PruneConfig, PtqConfig, QuantizeConfig,
+                           TrainConfig, train_defaults)
 from edgec.errors import RecipeError
 from edgec.registry import closest, did_you_mean
 
@@ -36,18 +39,11 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-class TrainSpec(Section):
-    """Optimiser settings of one training stage (see :class:`edgec.train.TrainConfig`)."""
-
-    epochs: int = Field(10, ge=0)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    scheduler: Literal["cosine", "step", "none"] = "cosine"
-    grad_clip: float | None = Field(None, gt=0)
-    max_batches_per_epoch: int | None = Field(None, ge=1)
+# The method sections are the library's config classes (edgec.configs), under their recipe names.
+TrainSpec = TrainConfig
+PruneSpec = PruneConfig
+CalibrationSpec = CalibrationConfig
+QuantizeSpec = QuantizeConfig
 
 
 class TrainingSpec(Section):
@@ -89,7 +85,7 @@ class ModelSection(Section):
 class TeacherSpec(ModelSection):
     model: str = "teacher_cnn"
     weights: str | None = None  # .safetensors / .pt state dict; skips training when given
-    train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=15))
+    train: TrainConfig = train_defaults(epochs=15)
 
 
 class StudentSpec(ModelSection):
@@ -100,80 +96,7 @@ class DistillSpec(Section):
     enabled: bool = True
     method: str = "kd"
     params: dict[str, Any] = Field(default_factory=dict)  # each method's own defaults (kd: T=4, alpha=0.9)
-    train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=20))
-
-
-class PruneSpec(Section):
-    """Feature-map pruning with physical channel removal (Molchanov et al.; :mod:`edgec.compress.prune`).
-
-    Targets are shares of the *unpruned student* to keep: ``target_flops: 0.5`` = 2x fewer MACs.
-    Fine-tuning between pruning steps uses KD from the teacher when ``distill`` is true.
-    """
-
-    enabled: bool = False
-    criterion: Literal["taylor", "weight", "activation", "random"] = "taylor"
-    target_flops: float | None = Field(0.5, gt=0, lt=1)
-    target_params: float | None = Field(None, gt=0, lt=1)
-    max_accuracy_drop: float | None = Field(None, ge=0, lt=1)
-    maps_per_step: int | None = Field(None, ge=1)
-    num_steps: int | None = Field(None, ge=1)
-    finetune_batches: int = Field(30, ge=0)
-    criterion_batches: int = Field(10, ge=1)
-    flops_lambda: float = Field(1e-3, ge=0)
-    round_to: int = Field(1, ge=1)
-    min_channels: int = Field(1, ge=1)
-    distill: bool = True
-    # SGD, not Adam: layers change shape at every step, so each step starts a fresh optimizer, and
-    # Adam's first updates move every weight (measured: ~1.3 points worse at 2x on MNIST).
-    train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=5, optimizer="sgd", lr=1e-2, momentum=0.9))
-
-    @model_validator(mode="after")
-    def _has_target(self) -> PruneSpec:
-        if self.enabled and self.target_flops is None and self.target_params is None and self.max_accuracy_drop is None:
-            raise ValueError("prune needs a target: target_flops, target_params or max_accuracy_drop")
-        return self
-
-
-class CalibrationSpec(Section):
-    method: Literal["minmax", "percentile", "entropy"] = "percentile"
-    samples: int = Field(256, ge=1)
-    percentile: float = Field(99.999, gt=90, le=100)
-    batch_size: int = Field(32, ge=1)
-
-
-class QuantizeSpec(Section):
-    """How the student becomes a quantized deployable model.
-
-    - ``ptq``: post-training INT8 calibration of the FP32 ONNX (``calibration``) -> QDQ ONNX.
-    - ``qat``: INT8 quantization-aware training (fake quant, STE) -> QDQ ONNX with the learned scales.
-    - ``binaryconnect`` / ``stochastic_rounding`` (Li et al.): ``bits``-bit weights (1 binary,
-      2 ternary, 3..8 uniform) -> FP32 ONNX with quantized weights + packed codes for the kernels.
-    """
-
-    enabled: bool = True
-    method: Literal["ptq", "qat", "binaryconnect", "stochastic_rounding"] = "ptq"
-    bits: int | None = Field(None, ge=1, le=8)
-    scheme: Literal["binary", "ternary", "uniform"] | None = None
-    per_channel: bool = True
-    distill: bool = True  # quantized training: KD from the teacher as the loss
-    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
-    # PTQ, accuracy-aware (edgec.compress.ptq_accuracy): INT8 within accuracy_budget points of FP32
-    # on the validation split, else up to max_float_layers most sensitive layers stay in float.
-    accuracy_budget: float = Field(1.0, ge=0, le=100)
-    max_float_layers: int = Field(3, ge=0)
-    # The INT8 file for ONNX Runtime on a CPU (model.int8.cpu.onnx; model.int8.onnx stays S8S8 for
-    # TensorRT): reduce_range (7-bit weights) and u8u8 cannot saturate x86 CPUs without VNNI; auto
-    # picks s8s8 on CPUs with VNNI / ARM dot product and reduce_range elsewhere.
-    cpu_flavour: Literal["reduce_range", "u8u8", "s8s8", "u8s8", "auto"] = "reduce_range"
-    train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=5, lr=3e-4))
-
-    @model_validator(mode="after")
-    def _bits(self) -> QuantizeSpec:
-        if self.method in ("ptq", "qat") and self.bits not in (None, 8):
-            raise ValueError(f"quantize.method {self.method} is INT8: bits must be 8 (or left out), got {self.bits}")
-        if self.method in ("binaryconnect", "stochastic_rounding") and self.bits is None:
-            raise ValueError(f"quantize.method {self.method} needs bits (1 = binary, 2 = ternary, 3..8)")
-        return self
+    train: TrainConfig = train_defaults(epochs=20)
 
 
 class ExportSpec(Section):
@@ -307,8 +230,8 @@ class Recipe(Section):
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)
     student: StudentSpec = Field(default_factory=StudentSpec)
     distill: DistillSpec = Field(default_factory=DistillSpec)
-    prune: PruneSpec = Field(default_factory=PruneSpec)
-    quantize: QuantizeSpec = Field(default_factory=QuantizeSpec)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    quantize: QuantizeConfig = Field(default_factory=PtqConfig)
     export: ExportSpec = Field(default_factory=ExportSpec)
     engine: EngineSpec = Field(default_factory=EngineSpec)
     verify: VerifySpec = Field(default_factory=VerifySpec)
@@ -321,6 +244,15 @@ class Recipe(Section):
         if v != SCHEMA_VERSION:
             raise ValueError(f"this edgec reads recipe schema version {SCHEMA_VERSION}, the recipe says {v}")
         return v
+
+    @model_validator(mode="after")
+    def _one_seed(self) -> Recipe:
+        # The train sections are TrainConfig, whose seed is the recipe's: one seed for the whole build.
+        for name in ("teacher", "distill", "prune", "quantize"):
+            train = getattr(getattr(self, name), "train", None)
+            if train is not None and "seed" in train.model_fields_set:
+                raise ValueError(f"{name}.train.seed: the seed is the recipe's top-level `seed` (remove this one)")
+        return self
 
     @model_validator(mode="after")
     def _splits(self) -> Recipe:
@@ -374,35 +306,64 @@ def builtin_recipes() -> dict[str, str]:
     return out
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """Valid field names of the section at ``loc`` (used for 'did you mean')."""
-    model: type[BaseModel] = Recipe
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None) if field else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+def _union_members(annotation: Any) -> dict[str, type[BaseModel]]:
+    """A tagged union's members by tag (their ``method``), e.g. the quantize section's; {} for anything else."""
+    out = {}
+    for arg in typing.get_args(annotation):
+        cls = typing.get_args(arg)[0] if typing.get_origin(arg) is typing.Annotated else arg
+        method = getattr(cls, "model_fields", {}).get("method")
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and method is not None:
+            out[str(method.default)] = cls
+    return out
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], type[BaseModel] | None]:
+    """``loc`` without union tags (``quantize.binaryconnect.bits`` -> ``quantize.bits``, the path a user
+    wrote) and the section class at its end (None when ``loc`` leaves the sections)."""
+    model: type[BaseModel] | None = Recipe
+    clean: list[Any] = []
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        clean.append(part)
+        field = model.model_fields.get(str(part)) if model is not None else None
+        ann = field.annotation if field is not None else None
+        members = _union_members(ann)
+        if members and parts and parts[0] in members:
+            model = members[parts.pop(0)]
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
         else:
-            return []
-    return list(model.model_fields)
+            model = None
+    return tuple(clean), model
+
+
+def _unknown_field(loc: tuple[Any, ...]) -> str:
+    """What to say about the unknown field at ``loc`` (pydantic's, with union tags): which quantize
+    methods have it, or the closest valid name."""
+    section = _walk(loc[:-1])[1]
+    valid = list(section.model_fields) if section is not None else []
+    method = getattr(section, "model_fields", {}).get("method")
+    owners = [m for m, c in QUANTIZE_CLASSES.items() if str(loc[-1]) in c.model_fields]
+    if section in QUANTIZE_CLASSES.values() and method is not None and owners:
+        return f"a setting of quantize.method {' / '.join(owners)}, not of {method.default}"
+    best = closest(loc[-1], valid)
+    return f"did you mean '{best}'?" if best else f"valid fields: {', '.join(valid)}"
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        loc, _ = _walk(tuple(err["loc"]))
         path = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
-            valid = _fields_at(loc[:-1])
-            best = closest(loc[-1], valid)
-            hint = f"did you mean '{best}'?" if best else f"valid fields: {', '.join(valid)}"
-            lines.append(f"{source}: {path}: unknown field ({hint})")
+            lines.append(f"{source}: {path}: unknown field ({_unknown_field(tuple(err['loc']))})")
         elif err["type"] == "missing":
             lines.append(f"{source}: {path}: required field is missing")
         else:
             got = err.get("input")
             got_s = f" (got {got!r})" if not isinstance(got, dict) else ""
-            lines.append(f"{source}: {path}: {err['msg']}{got_s}")
+            lines.append(f"{source}: {path}: {err['msg'].removeprefix('Value error, ')}{got_s}")
     return "\n".join(lines)
 
 

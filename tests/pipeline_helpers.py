@@ -26,7 +26,9 @@ def write_recipe(folder: Path, **overrides) -> Path:
     """Write TINY (with nested ``section={...}`` overrides merged in) to ``folder/tiny.yaml``."""
     recipe = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
     for section, value in overrides.items():
-        if isinstance(value, dict) and isinstance(recipe.get(section), dict):
+        # A quantize method other than PTQ has its own fields (edgec.configs): TINY's calibration is PTQ's.
+        fresh = section == "quantize" and isinstance(value, dict) and value.get("method", "ptq") != "ptq"
+        if isinstance(value, dict) and isinstance(recipe.get(section), dict) and not fresh:
             recipe[section] = {**recipe[section], **value}
         else:
             recipe[section] = value

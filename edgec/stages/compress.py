@@ -58,13 +58,13 @@ def prune(ctx: BuildContext, work: StageWork) -> None:
 
 def quantized_training(ctx: BuildContext, work: StageWork) -> None:
     """Train the FP32 student with quantized weights (``quantize.method`` qat / BC / SR) and export it
-    through :func:`edgec.compress.deploy_quantized.quantize_for_deployment`.
+    through :func:`edgec.export.quantized.quantize_for_deployment`.
 
     INT8 QAT -> ``model.int8.onnx`` (QDQ, learned scales, checked against the fake-quant model).
     BC / SR  -> ``model.w<bits>.onnx`` (weights exactly ``scale * code``) + ``.lowbit.safetensors``
     (packed codes for the low-bit kernels) + ``.lowbit.json``.
     """
-    from edgec.compress.deploy_quantized import quantize_for_deployment
+    from edgec.export.quantized import quantize_for_deployment
     from edgec.models import load_model
 
     from edgec.train import set_seed
@@ -78,12 +78,12 @@ def quantized_training(ctx: BuildContext, work: StageWork) -> None:
         from edgec.compress.qat import train_quantized
 
         train_quantized(student, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), train_config(q.train, r.seed),
-                        method=q.method, bits=q.bits, scheme=q.scheme, workdir=work.path, progress=False,
+                        method=q.method, bits=q.bits, scheme=getattr(q, "scheme", None), workdir=work.path, progress=False,
                         loss_fn=_kd_loss(ctx, work, student) if q.distill else None)
         return
     art = quantize_for_deployment(
         student, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), work.path, ds.input_shape,
-        method=q.method, bits=q.bits, scheme=q.scheme, config=train_config(q.train, r.seed),
+        q.model_copy(update={"train": train_config(q.train, r.seed)}),
         exporter=None if q.method == "qat" else r.export.exporter, stem="model", workdir=work.path,
         progress=ctx.progress, loss_fn=_kd_loss(ctx, work, student) if q.distill else None,
         parity_atol=r.export.parity_atol, parity_rtol=r.export.parity_rtol)

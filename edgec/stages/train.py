@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from edgec import distributed
 from edgec.artifacts import StageWork, sha256_file
 from edgec.errors import ModelError, RecipeError
-from edgec.recipe import TrainSpec
+from edgec.configs import TrainConfig
 from edgec.stages.defs import parent
 
 if TYPE_CHECKING:
@@ -58,10 +58,9 @@ def device_config(ctx: BuildContext) -> dict[str, str]:
     return {"train_device": f"cuda:{torch.cuda.get_device_name(dev)}"}
 
 
-def train_config(spec: TrainSpec, seed: int):
-    from edgec.train import TrainConfig
-
-    return TrainConfig(**spec.model_dump(), seed=seed)
+def train_config(spec: TrainConfig, seed: int) -> TrainConfig:
+    """A recipe ``train`` section (a :class:`~edgec.configs.TrainConfig`) with the recipe's seed."""
+    return spec.with_seed(seed)
 
 
 def _spec(ctx: BuildContext, section):

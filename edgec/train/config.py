@@ -1,8 +1,8 @@
-"""The training configuration and result types, and the optimizer/scheduler they name.
+"""The training result type, the optimizer/scheduler a :class:`TrainConfig` names, and fit's monitors.
 
-Kept apart from the loop so recipes and manifests can build and hash a :class:`TrainConfig`
-without reading the loop, and so every stage (teacher, distill, prune fine-tuning, QAT) builds its
-optimizer the same way.
+:class:`TrainConfig` itself lives in :mod:`edgec.configs` (no torch there: the recipe's ``train``
+sections are that class); it is re-exported here. Every stage (teacher, distill, prune fine-tuning,
+QAT) builds its optimizer the same way, from here.
 
 Example:
     >>> cfg = TrainConfig(epochs=5, lr=3e-3, optimizer="sgd", scheduler="step")
@@ -12,10 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,18 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgec.configs import OPTIMIZERS, SCHEDULERS, TrainConfig
 from edgec.errors import RecipeError
 from edgec.registry import did_you_mean
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("cosine", "step", "none")
 # What picks the epoch whose weights fit() returns. "val_accuracy" suits any classifier; a stage
 # whose head is untrained (FitNets' hint stage) picks by its own loss on the validation data
 # ("val_objective"), by its training loss, or simply keeps the last epoch.
 MONITORS = ("val_accuracy", "val_objective", "train_loss", "last")
-
-# Bump when the meaning of a field changes, so old checkpoints are not resumed under new rules.
-_FINGERPRINT_VERSION = "edgec.train.config/1"
 
 # (model, x, y) -> scalar loss. x: (B, C, H, W) on the model's device, y: (B,) int64.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -43,56 +35,6 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 def _choice_error(what: str, value: str, valid: Iterable[str]) -> RecipeError:
     valid = list(valid)
     return RecipeError(f"unknown {what} {value!r}", hint=f"{did_you_mean(value, valid, cutoff=0.6)}valid: {', '.join(valid)}")
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one training run. Invalid values raise :class:`RecipeError` at once.
-
-    ``scheduler="step"`` divides the lr by 10 every ``max(1, epochs // 3)`` epochs;
-    ``"cosine"`` anneals it to 0 over ``epochs``. Both step once per epoch.
-
-    Example:
-        >>> TrainConfig(epochs=3, batch_size=32, optimizer="adamw", weight_decay=0.05)
-    """
-
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    scheduler: str = "cosine"
-    grad_clip: float | None = None
-    max_batches_per_epoch: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise _choice_error("optimizer", self.optimizer, OPTIMIZERS)
-        if self.scheduler not in SCHEDULERS:
-            raise _choice_error("scheduler", self.scheduler, SCHEDULERS)
-        checks = [
-            ("epochs", self.epochs >= 0, ">= 0 (0 evaluates the model without training)"),
-            ("batch_size", self.batch_size >= 1, "at least 1"),
-            ("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number"),
-            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "a positive number or null"),
-            ("seed", 0 <= self.seed < 2**32, "an integer in [0, 2**32)"),
-            ("max_batches_per_epoch",
-             self.max_batches_per_epoch is None or self.max_batches_per_epoch >= 1,
-             "at least 1 or null"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise RecipeError(f"training setting {name}={getattr(self, name)!r} is invalid",
-                                  hint=f"set {name} to {expected}")
-
-    def fingerprint(self) -> str:
-        """A stable 16-hex-digit hash of all fields (a checkpoint resumes only under the same one)."""
-        payload = json.dumps([_FINGERPRINT_VERSION, dataclasses.asdict(self)], sort_keys=True)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass

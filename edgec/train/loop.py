@@ -28,7 +28,6 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +306,7 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             if ckpt_path is not None and distributed.is_main():
                 save_checkpoint(ckpt_path, {
                     "fingerprint": config.fingerprint(), "resume_key": resume_key,
-                    "config": asdict(config),
+                    "config": config.model_dump(),
                     "description": description, "epoch": epoch, "model": now,
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,

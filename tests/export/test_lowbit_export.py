@@ -153,17 +153,18 @@ def test_tampered_packed_file_and_float_models_are_rejected(tmp_path):
 
 
 def test_quantize_for_deployment_writes_verified_files(digits, float_student, tmp_path):
-    from edgec.compress.deploy_quantized import quantize_for_deployment
+    from edgec.configs import PtqConfig, QatConfig, StochasticRoundingConfig
+    from edgec.export.quantized import quantize_for_deployment
 
     train, val, _ = digits
     short = TrainConfig(epochs=1, lr=1e-3, max_batches_per_epoch=5)
-    ptq = quantize_for_deployment(float_student, train, val, tmp_path, (1, 8, 8), method="ptq", progress=False)
+    ptq = quantize_for_deployment(float_student, train, val, tmp_path, (1, 8, 8), PtqConfig(), progress=False)
     assert ptq.onnx.name == "student.int8.onnx" and qdq_problems(ptq.onnx) == []
-    qat = quantize_for_deployment(float_student, train, val, tmp_path / "qat", (1, 8, 8), method="qat",
-                                  config=short, progress=False)
+    qat = quantize_for_deployment(float_student, train, val, tmp_path / "qat", (1, 8, 8),
+                                  QatConfig(train=short), progress=False)
     assert qdq_problems(qat.onnx) == [] and qat.verification["top1_agreement"] >= 0.99
-    sr = quantize_for_deployment(float_student, train, val, tmp_path, (1, 8, 8), method="sr", bits=2,
-                                 config=short, progress=False, exporter="torchscript")
+    sr = quantize_for_deployment(float_student, train, val, tmp_path, (1, 8, 8),
+                                 StochasticRoundingConfig(bits=2, train=short), progress=False, exporter="torchscript")
     assert (sr.onnx.name, sr.packed.name, sr.metadata.name) == (
         "student.w2.onnx", "student.w2.lowbit.safetensors", "student.w2.lowbit.json")
     assert sorted(load_lowbit(sr.metadata)) == ["conv2", "conv3"] and sr.val_accuracy > 0.1

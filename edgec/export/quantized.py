@@ -1,11 +1,12 @@
 """One call from a trained float student to verified, deployable quantized file(s): the quantize stage.
 
-``quantize_for_deployment(student, train, val, out_dir, input_shape, method=..., bits=...)``:
+``quantize_for_deployment(student, train, val, out_dir, input_shape, config)``, ``config`` being the
+recipe's ``quantize`` section (:data:`edgec.configs.QuantizeConfig`: one class per method):
 
 ==========================  ===================================================  =====================================
 method                      what happens                                         files in ``out_dir``
 ==========================  ===================================================  =====================================
-``ptq``                     FP32 export + ORT static calibration (min-max)       ``<stem>.fp32.onnx``, ``<stem>.int8.onnx``
+``ptq``                     FP32 export + ORT static calibration                 ``<stem>.fp32.onnx``, ``<stem>.int8.onnx``
 ``qat``                     INT8 fake-quant fine-tuning, export, checker, ORT    ``<stem>.int8.onnx`` (QDQ, learned scales)
                             vs torch top-1 >= 99%
 ``binaryconnect`` /         low-bit training, finalize, FP32 export (weights      ``<stem>.w<bits>.onnx``,
@@ -14,7 +15,7 @@ method                      what happens                                        
 ==========================  ===================================================  =====================================
 
 Example:
-    >>> art = quantize_for_deployment(student, train, val, "runs/q", (1, 28, 28), method="qat")
+    >>> art = quantize_for_deployment(student, train, val, "runs/q", (1, 28, 28), QatConfig())
     >>> art.onnx, art.verification["top1_agreement"]
     (PosixPath('runs/q/student.int8.onnx'), 1.0)
 """
@@ -28,14 +29,14 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from edgec.compress.qat import check_bits, check_method, finalize, train_quantized
-from edgec.train import TrainConfig, TrainResult, evaluate
-
-# Used when no TrainConfig is given: QAT fine-tunes a trained student briefly with a small lr;
-# BinaryConnect / stochastic rounding need more steps to settle on a coarse grid.
-DEFAULT_CONFIGS = {"qat": dict(epochs=3, lr=1e-4), "binaryconnect": dict(epochs=10, lr=1e-3),
-                   "stochastic_rounding": dict(epochs=10, lr=1e-3)}
-PTQ_CALIBRATION_SAMPLES = 256
+from edgec.compare import compare
+from edgec.compress.calibrate import select_calibration_samples
+from edgec.compress.qat import check_bits, finalize, train_quantized
+from edgec.compress.quantize import quantize_qdq
+from edgec.configs import PtqConfig, QatConfig, QuantizeConfig, quantize_config
+from edgec.export.lowbit import QAT_EXPORTER, export_lowbit, export_qat_qdq, run_onnx, verify_qdq
+from edgec.export.onnx import check_parity, export_onnx
+from edgec.train import TrainResult, evaluate
 
 
 @dataclass
@@ -63,16 +64,18 @@ class QuantizedArtifacts:
 
 def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndarray],
                             val: tuple[np.ndarray, np.ndarray], out_dir: str | Path,
-                            input_shape: tuple[int, ...], *, method: str, bits: int | None = None,
-                            scheme: str | None = None, config: TrainConfig | None = None,
+                            input_shape: tuple[int, ...], config: QuantizeConfig | dict[str, Any], *,
                             exporter: str | None = None, stem: str = "student",
                             workdir: str | Path | None = None, progress: bool = True,
                             parity_atol: float = 1e-4, parity_rtol: float = 1e-3,
                             **train_options: Any) -> QuantizedArtifacts:
-    """Quantize a trained float ``student`` by ``method`` and write verified deployable files.
+    """Quantize a trained float ``student`` as ``config`` says and write verified deployable files.
 
-    ``input_shape`` is one sample's shape (no batch). ``config`` defaults to
-    :data:`DEFAULT_CONFIGS` [method]; ``train_options`` go to :func:`train_quantized`
+    ``input_shape`` is one sample's shape (no batch). ``config`` is a :class:`~edgec.configs.PtqConfig`
+    (its calibration), :class:`~edgec.configs.QatConfig`, :class:`~edgec.configs.BinaryConnectConfig` or
+    :class:`~edgec.configs.StochasticRoundingConfig` (bits, scheme and the ``train`` settings; its
+    ``distill`` is the pipeline's business: pass the KD loss as ``loss_fn``), or the same as a dict
+    (``{"method": "binaryconnect", "bits": 1}``). ``train_options`` go to :func:`train_quantized`
     (``quantize_first``, ``quantize_last``, ``act_observer``, ``stochastic_forward``, ``loss_fn``).
     ``exporter`` defaults to ``torchscript`` for QAT (see :mod:`edgec.export.lowbit`) and
     ``dynamo`` otherwise. ``parity_atol``/``parity_rtol`` (the recipe's ``export.parity_atol/rtol``)
@@ -81,39 +84,35 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
     with its torch model.
 
     Example:
-        >>> art = quantize_for_deployment(student, train, val, "out", (1, 8, 8), method="binaryconnect", bits=1)
+        >>> art = quantize_for_deployment(student, train, val, "out", (1, 8, 8), BinaryConnectConfig(bits=1))
         >>> art.packed.name
         'student.w1.lowbit.safetensors'
     """
-    from edgec.export.lowbit import QAT_EXPORTER, export_lowbit, export_qat_qdq, run_onnx, verify_qdq
-    from edgec.compare import compare
-    from edgec.export.onnx import check_parity, export_onnx
-
-    method = check_method(method)
-    bits = check_bits(method, bits, scheme)
+    config = quantize_config(config) if isinstance(config, dict) else config
+    method = config.method
+    bits = check_bits(method, config.bits, getattr(config, "scheme", None))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x_val = np.asarray(val[0], dtype=np.float32)
-    if method == "ptq":
-        from edgec.compress.calibrate import select_calibration_samples
-        from edgec.compress.quantize import quantize_qdq
-
+    if isinstance(config, PtqConfig):
+        cal = config.calibration
         fp32 = export_onnx(student, input_shape, out / f"{stem}.fp32.onnx", exporter=exporter or "dynamo")
-        int8 = quantize_qdq(fp32, out / f"{stem}.int8.onnx",
-                            select_calibration_samples(np.asarray(train[0]), PTQ_CALIBRATION_SAMPLES))
+        int8 = quantize_qdq(fp32, out / f"{stem}.int8.onnx", select_calibration_samples(np.asarray(train[0]), cal.samples),
+                            method=cal.method, percentile=cal.percentile, per_channel=config.per_channel,
+                            batch_size=cal.batch_size)
         # PTQ changes the function: report (not enforce) how often INT8 ORT agrees with float torch.
         agree = compare(run_onnx(fp32, x_val), run_onnx(int8, x_val)).to_dict()
         return QuantizedArtifacts(method, bits, int8, verification={"vs_fp32_onnx": agree})
 
-    config = config or TrainConfig(**DEFAULT_CONFIGS[method])
-    result = train_quantized(student, train, val, config, method=method, bits=bits, scheme=scheme,
+    result = train_quantized(student, train, val, config.train, method=method, bits=bits,
+                             scheme=getattr(config, "scheme", None),
                              workdir=workdir, progress=progress,
                              **train_options)
     # Exported, checked and shipped from the CPU, wherever it trained: the same export as a CPU build,
     # and a parity reference in plain FP32 (a GPU's TF32 moved logits by ~2e-3 on an H200).
     deployed = finalize(result.model).cpu()
     val_acc = evaluate(deployed, x_val, np.asarray(val[1]))[1]
-    if method == "qat":
+    if isinstance(config, QatConfig):
         path = export_qat_qdq(deployed, input_shape, out / f"{stem}.int8.onnx",
                               exporter=exporter or QAT_EXPORTER, dynamic_batch=(exporter or QAT_EXPORTER) != "dynamo")
         report = verify_qdq(deployed, path, x_val, atol=parity_atol, rtol=parity_rtol)
@@ -125,4 +124,4 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
                               train=result, val_accuracy=val_acc, verification=report.to_dict())
 
 
-__all__ = ["DEFAULT_CONFIGS", "QuantizedArtifacts", "quantize_for_deployment"]
+__all__ = ["QuantizedArtifacts", "quantize_for_deployment"]
