@@ -30,11 +30,13 @@ def model_files(arts: dict[str, Artifact], task: Task) -> dict[str, tuple[Path, 
         art = next((arts[s] for s in m.stages if s in arts), None)
         if art is not None:
             size = next(arts[s] for s in m.size if s in arts)
-            out[m.name.format(**art.metrics)] = (task.stage(art.stage).outputs.model_file(art), m.runtime, size)
+            name = m.name.format_map(task.metrics(art))  # student_{kind}: int8 or lowbit
+            out[name] = (task.stage(art.stage).outputs.model_file(art), m.runtime, size)
     student = arts.get("prune") or arts["distill"]
     engine = arts.get("engine")
-    backend = get_backend(engine.metrics["backend"]) if engine is not None else None
-    own = backend.engine_model(engine, student.file("student.safetensors")) if backend is not None else None
+    backend = get_backend(task.metrics(engine)["backend"]) if engine is not None else None
+    student_file = task.stage(student.stage).outputs.model_file(student)
+    own = backend.engine_model(engine, student_file) if backend is not None else None
     if own is not None:  # an engine with a model file of its own (TensorRT plan, the kernels' student)
         out[f"student_{backend.name}"] = (own, backend.name, student)
     return out
