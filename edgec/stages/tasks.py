@@ -77,9 +77,13 @@ def _cpu_int8(q) -> dict:
     return {"cpu_int8": int8_isa()}
 
 
-def _image_engine_parents(ctx: BuildContext) -> tuple[str, ...]:
-    # the kernels backend converts the FP32 student, not the ONNX
+def _engine_parents(ctx: BuildContext) -> tuple[str, ...]:
+    # a backend that builds from the FP32 student (the kernels) gets it as a parent too
     return ("quantize|export", "prune|distill") if engines.get_backend(ctx.backend).needs_student else ("quantize|export",)
+
+
+# The engine stage is the same for every task: the backend builds from the deployable model.
+ENGINE = StageDef("engine", convert.engine, parents=_engine_parents, config=_engine_config, outputs=ENGINE_OUT)
 
 
 def _image_quantize_config(ctx: BuildContext, arts: Arts) -> dict[str, Any]:
@@ -116,7 +120,7 @@ IMAGE_CHAIN = (
     StageDef("quantize", convert.quantize, parents=("export", "prune|distill", "teacher"),
              enabled=lambda r: r.quantize.enabled, all_ranks=_quantize_trains, config=_image_quantize_config,
              outputs=QUANTIZE_OUT),
-    StageDef("engine", convert.engine, parents=_image_engine_parents, config=_engine_config, outputs=ENGINE_OUT),
+    ENGINE,
     StageDef("verify", check.verify, parents=(*IMAGE_MODELS, "engine"), outputs=VERIFY_OUT,
              config=lambda ctx, arts: {"verify": ctx.recipe.section("verify")}),
     StageDef("bench", check.bench, parents=(*IMAGE_MODELS, "engine"), enabled=lambda r: r.bench.enabled,
@@ -179,7 +183,7 @@ TEXT_CHAIN = (
     StageDef("quantize", text.quantize, parents=("export",), enabled=lambda r: r.quantize.enabled,
              all_ranks=_quantize_trains, config=lambda ctx, arts: {"quantize": ctx.recipe.section("quantize")},
              outputs=QUANTIZE_OUT),
-    StageDef("engine", convert.engine, parents=("quantize|export",), config=_engine_config, outputs=ENGINE_OUT),
+    ENGINE,
     StageDef("verify", check.verify, parents=(*TEXT_MODELS, "engine"), outputs=VERIFY_OUT,
              config=lambda ctx, arts: {"verify": ctx.recipe.section("verify"),
                                        "test_limit": ctx.recipe.text.test_limit}),
