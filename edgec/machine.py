@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["cpu_info", "describe_machine", "is_jetson", "jetson_clock_warning", "jetson_info",
-           "machine_fingerprint", "machine_mismatches", "package_versions", "temperatures"]
+           "machine_fingerprint", "machine_mismatches", "nvml_target_for_cuda_index", "package_versions", "temperatures"]
 
 # /proc/cpuinfo "flags" (x86) or "Features" (ARM) spelling -> reported name. asimd is ARM's NEON.
 _CPU_FLAGS = {
@@ -214,6 +214,28 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def nvml_target_for_cuda_index(cuda_index: int, env: dict[str, str] | None = None) -> int | str:
+    """The NVML device (index, or ``GPU-`` UUID) behind torch's ``cuda:<cuda_index>``.
+
+    ``CUDA_VISIBLE_DEVICES`` renumbers devices for CUDA but not for NVML. This assumes CUDA's order
+    matches NVML's (PCI order; set ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` on mixed-GPU machines).
+
+    Example:
+        >>> nvml_target_for_cuda_index(1, {"CUDA_VISIBLE_DEVICES": "2,3"})
+        3
+        >>> nvml_target_for_cuda_index(0, {})
+        0
+    """
+    env = os.environ if env is None else env
+    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if cuda_index >= len(visible):
+        return cuda_index
+    entry = visible[cuda_index]
+    if entry.isdigit():
+        return int(entry)
+    return entry if entry.startswith("GPU-") else cuda_index
+
+
 def _gpu(device: str, root: Path, notes: list[str]) -> dict[str, Any] | None:
     """torch for name/capability/CUDA; pynvml (when installed) for driver, clocks, power limit."""
     suffix = device.split(":", 1)[1] if ":" in device else "0"
@@ -236,8 +258,6 @@ def _gpu(device: str, root: Path, notes: list[str]) -> dict[str, Any] | None:
         "driver": driver.group(1) if driver else None, "clocks": None, "power_limit_w": None}
     try:
         import pynvml
-
-        from edgec.bench.meters.nvml import nvml_target_for_cuda_index
 
         pynvml.nvmlInit()
         try:

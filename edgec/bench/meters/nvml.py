@@ -19,34 +19,12 @@ Example:
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 from edgec.bench.meters.base import PowerMeter
+from edgec.machine import nvml_target_for_cuda_index  # a machine fact: machine.py describes the GPU with it
 
 __all__ = ["NvmlMeter", "nvml_target_for_cuda_index"]
-
-
-def nvml_target_for_cuda_index(cuda_index: int, env: dict[str, str] | None = None) -> int | str:
-    """The NVML device (index, or ``GPU-`` UUID) behind torch's ``cuda:<cuda_index>``.
-
-    ``CUDA_VISIBLE_DEVICES`` renumbers devices for CUDA but not for NVML. This assumes CUDA's order
-    matches NVML's (PCI order; set ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` on mixed-GPU machines).
-
-    Example:
-        >>> nvml_target_for_cuda_index(1, {"CUDA_VISIBLE_DEVICES": "2,3"})
-        3
-        >>> nvml_target_for_cuda_index(0, {})
-        0
-    """
-    env = os.environ if env is None else env
-    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if cuda_index >= len(visible):
-        return cuda_index
-    entry = visible[cuda_index]
-    if entry.isdigit():
-        return int(entry)
-    return entry if entry.startswith("GPU-") else cuda_index
 
 
 class NvmlMeter(PowerMeter):
