@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from edgec.compress.prune import prune
+from edgec.configs import PruneConfig
 from edgec.data import load_dataset
 from edgec.models import ModelSpec, count_flops, count_params
 from edgec.train import TrainConfig, evaluate, fit, set_seed
@@ -42,7 +43,7 @@ QUICK = {"limit": 3000, "epochs": 4, "num_steps": 4, "finetune_batches": 20,
 
 def cpu_model() -> str:
     """The CPU's model name, as `edgec bench` records it."""
-    from edgec.bench.machine import cpu_info
+    from edgec.machine import cpu_info
 
     return cpu_info()["model"] or platform.machine()
 
@@ -87,9 +88,10 @@ def run(quick: bool, data_dir: Path | None, seed: int = 0) -> dict[str, Any]:
         for label in ("2x", "4x"):
             t1 = time.perf_counter()
             current, current_spec, report = prune(
-                current, current_spec, train, val, criterion=criterion, target_flops=0.5,
-                num_steps=s["num_steps"], finetune_batches=s["finetune_batches"],
-                criterion_batches=s["criterion_batches"], config=finetune, seed=seed,
+                current, current_spec, train, val,
+                PruneConfig(criterion=criterion, target_flops=0.5, num_steps=s["num_steps"],
+                            finetune_batches=s["finetune_batches"], criterion_batches=s["criterion_batches"],
+                            train=finetune),
                 progress=False)
             flops = count_flops(current, shape)
             row = {"test_accuracy": evaluate(current, *test)[1], "flops": flops,

@@ -37,22 +37,24 @@ from edgec.registry import did_you_mean
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "step", "none")
 QUANTIZE_METHODS = ("ptq", "qat", "binaryconnect", "stochastic_rounding")
+PRUNE_CRITERIA = ("taylor", "weight", "activation", "random")  # edgec.compress.prune_criteria registers them
 
 # Bump when the meaning of a field changes, so old checkpoints are not resumed under new rules.
 _FINGERPRINT_VERSION = "edgec.train.config/1"
 
 
 def _problems(exc: ValidationError) -> tuple[str, str]:
-    """(message, hint) for a config built in Python with bad values: each field and what was wrong."""
-    lines, fields = [], []
+    """(message, hint) for a config built in Python with bad values: which fields, and what each takes."""
+    bad, fixes = [], []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(config)"
-        fields.append(path)
         if err["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown setting")
+            bad.append(f"{path} (unknown setting)")
+            fixes.append(f"remove {path}")
         else:
-            lines.append(f"{path}={err.get('input')!r} is invalid: {err['msg'].removeprefix('Value error, ')}")
-    return "; ".join(lines), f"fix {', '.join(fields)} (see the class's fields and their defaults)"
+            bad.append(f"{path}={err.get('input')!r}")
+            fixes.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
+    return f"invalid {', '.join(bad)}", "; ".join(fixes)
 
 
 class _RaisesRecipeError(type(BaseModel)):
@@ -259,7 +261,7 @@ class PruneConfig(Config):
     """
 
     enabled: bool = False
-    criterion: Literal["taylor", "weight", "activation", "random"] = "taylor"
+    criterion: str = "taylor"
     target_flops: float | None = Field(0.5, gt=0, lt=1)
     target_params: float | None = Field(None, gt=0, lt=1)
     max_accuracy_drop: float | None = Field(None, ge=0, lt=1)
@@ -275,6 +277,11 @@ class PruneConfig(Config):
     # Adam's first updates move every weight (measured: ~1.3 points worse at 2x on MNIST).
     train: TrainConfig = train_defaults(epochs=5, optimizer="sgd", lr=1e-2, momentum=0.9)
 
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, v: str) -> str:
+        return _choice("pruning criterion", v, PRUNE_CRITERIA)
+
     @model_validator(mode="after")
     def _has_target(self) -> PruneConfig:
         if self.enabled and self.target_flops is None and self.target_params is None and self.max_accuracy_drop is None:
@@ -282,6 +289,6 @@ class PruneConfig(Config):
         return self
 
 
-__all__ = ["BinaryConnectConfig", "CalibrationConfig", "Config", "OPTIMIZERS", "PruneConfig", "PtqConfig",
+__all__ = ["BinaryConnectConfig", "CalibrationConfig", "Config", "OPTIMIZERS", "PRUNE_CRITERIA", "PruneConfig", "PtqConfig",
            "QUANTIZE_CLASSES", "QUANTIZE_METHODS", "QatConfig", "QuantizeConfig", "SCHEDULERS",
            "StochasticRoundingConfig", "TrainConfig", "quantize_config", "train_defaults"]

@@ -29,7 +29,7 @@ criterion statistics are averaged over all ranks' samples before ranking, so eve
 the same channels (checked at each step), and fine-tuning runs DDP, re-wrapped after each removal.
 
 Example:
-    >>> result = prune(model, spec, (x, y), (xv, yv), criterion="taylor", target_flops=0.5)
+    >>> result = prune(model, spec, (x, y), (xv, yv), PruneConfig(criterion="taylor", target_flops=0.5))
     >>> small, small_spec, report = result
     >>> save_model(small, small_spec, "pruned.safetensors"); report["flops_ratio"]
     0.49...
@@ -51,10 +51,11 @@ from edgec import distributed
 from edgec.compress.prune_criteria import (LossFn, check_criterion, criterion_scores, map_mflops,
                                            rank_scores)
 from edgec.compress.prune_graph import CostModel, channel_groups, remove_channels
+from edgec.configs import PruneConfig
 from edgec.compress.prune_schedule import BatchStream, choose_maps, finetune_steps, min_widths
 from edgec.errors import RecipeError
 from edgec.models import ModelSpec
-from edgec.train import TrainConfig, cross_entropy_loss, evaluate, fit, set_seed
+from edgec.train import cross_entropy_loss, evaluate, fit, set_seed
 from edgec.train.evaluate import as_tensors, device_of
 
 
@@ -71,76 +72,42 @@ def _say(text: str) -> None:
     console.print(f"prune: {text}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _check_ratio(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise RecipeError(f"prune {name}={value!r} must be a ratio in (0, 1): the share of the "
-                          f"original to keep", hint=f"e.g. {name}: 0.5 for 2x fewer")
-    return float(value)
-
-
-def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise RecipeError(f"prune {name}={value!r} must be an integer >= {minimum}",
-                          hint=f"set {name} to an integer >= {minimum}")
-    return value
-
-
 def prune(model: nn.Module, spec: ModelSpec, train: tuple[np.ndarray, np.ndarray],
-          val: tuple[np.ndarray, np.ndarray], *, criterion: str = "taylor",
-          target_flops: float | None = None, target_params: float | None = None,
-          max_accuracy_drop: float | None = None, maps_per_step: int | None = None,
-          num_steps: int | None = None, finetune_batches: int = 30, criterion_batches: int = 10,
-          flops_lambda: float = 1e-3, round_to: int = 1, min_channels: int = 1,
-          config: TrainConfig | None = None, loss_fn: LossFn | None = None, seed: int = 0,
+          val: tuple[np.ndarray, np.ndarray], settings: PruneConfig, *, loss_fn: LossFn | None = None,
           progress: bool = True, workdir: str | Path | None = None) -> PruneResult:
-    """Prune whole feature maps of ``model`` (built from ``spec``) until the target is met.
+    """Prune whole feature maps of ``model`` (built from ``spec``) until ``settings``' target is met.
 
+    ``settings`` is the recipe's ``prune`` section (:class:`~edgec.configs.PruneConfig`; its
+    ``enabled`` and ``distill`` are the pipeline's business: pass the KD loss as ``loss_fn``).
     ``maps_per_step`` defaults to 2% of all maps (at least 1), unless ``num_steps`` spreads the
     ratio targets evenly over that many steps; ``criterion_batches`` training batches estimate
-    the criterion before each step. ``config`` gives the fine-tuning optimizer, lr, batch size,
-    weight decay and grad_clip (default: SGD, momentum 0.9, lr 1e-2, batch 64, no final epochs)
-    and, if ``config.epochs > 0``, a final fine-tuning run of that many epochs with
-    :func:`edgec.train.fit`. ``loss_fn(model, x, y)`` (batch mean; default cross-entropy) is the
-    cost C of the criterion and the fine-tuning loss (pass a distillation loss here).
-    ``seed`` fixes the batches, the random criterion and (via :func:`edgec.train.set_seed`)
-    dropout; ``workdir`` makes the final fine-tuning resumable (``fit``'s checkpoint).
-    ``model`` is not modified. Returns ``PruneResult(model, spec, report)``.
+    the criterion before each step. ``settings.train`` gives the fine-tuning optimizer, lr, batch
+    size, weight decay, grad_clip and seed and, if its ``epochs > 0``, a final fine-tuning run of
+    that many epochs with :func:`edgec.train.fit` (SGD with momentum, as in the paper: a fresh Adam
+    after every step starts with near sign-sized updates of every weight, which on a trained model
+    costs more than pruning does). ``loss_fn(model, x, y)`` (batch mean; default cross-entropy) is
+    the cost C of the criterion and the fine-tuning loss (pass a distillation loss here). The seed
+    fixes the batches, the random criterion and (via :func:`edgec.train.set_seed`) dropout;
+    ``workdir`` makes the final fine-tuning resumable (``fit``'s checkpoint). ``model`` is not
+    modified. Returns ``PruneResult(model, spec, report)``.
 
     Example:
-        >>> small, small_spec, report = prune(model, spec, (x, y), (xv, yv), criterion="taylor",
-        ...                                   target_flops=0.5, round_to=8)
+        >>> small, small_spec, report = prune(model, spec, (x, y), (xv, yv),
+        ...                                   PruneConfig(criterion="taylor", target_flops=0.5, round_to=8))
     """
-    criterion = check_criterion(criterion)
-    target_flops = _check_ratio("target_flops", target_flops)
-    target_params = _check_ratio("target_params", target_params)
-    if max_accuracy_drop is not None and (isinstance(max_accuracy_drop, bool) or not isinstance(
-            max_accuracy_drop, (int, float)) or not 0 <= max_accuracy_drop < 1):
-        raise RecipeError(f"prune max_accuracy_drop={max_accuracy_drop!r} must be a fraction in "
-                          f"[0, 1)", hint="e.g. max_accuracy_drop: 0.01 (one point)")
+    target_flops, target_params = settings.target_flops, settings.target_params
+    max_accuracy_drop, num_steps = settings.max_accuracy_drop, settings.num_steps
     if target_flops is None and target_params is None and max_accuracy_drop is None:
         raise RecipeError("prune needs a target: target_flops, target_params or max_accuracy_drop",
                           hint="e.g. target_flops: 0.5 (keep half of the FLOPs)")
-    for name, value, low in (("finetune_batches", finetune_batches, 0),
-                             ("criterion_batches", criterion_batches, 1), ("round_to", round_to, 1),
-                             ("min_channels", min_channels, 1)):
-        _check_int(name, value, low)
-    if maps_per_step is not None:
-        _check_int("maps_per_step", maps_per_step, 1)
-    if num_steps is not None:
-        _check_int("num_steps", num_steps, 1)
-        if target_flops is None and target_params is None:
-            raise RecipeError("prune num_steps needs target_flops or target_params",
-                              hint="set a ratio target, or leave num_steps unset")
-    if not (isinstance(flops_lambda, (int, float)) and math.isfinite(flops_lambda)
-            and flops_lambda >= 0):
-        raise RecipeError(f"prune flops_lambda={flops_lambda!r} must be a number >= 0",
-                          hint="the paper uses 1e-3; 0 turns FLOPs regularisation off")
-    # SGD with momentum as in the paper: a fresh Adam after every step starts with near
-    # sign-sized updates of every weight, which on a trained model costs more than pruning does.
-    config = config or TrainConfig(epochs=0, lr=1e-2, optimizer="sgd", momentum=0.9,
-                                   batch_size=64, scheduler="none", seed=seed)
+    if num_steps is not None and target_flops is None and target_params is None:
+        raise RecipeError("prune num_steps needs target_flops or target_params",
+                          hint="set a ratio target, or leave num_steps unset")
+    criterion = check_criterion(settings.criterion)
+    maps_per_step, finetune_batches = settings.maps_per_step, settings.finetune_batches
+    criterion_batches, flops_lambda = settings.criterion_batches, settings.flops_lambda
+    round_to, min_channels = settings.round_to, settings.min_channels
+    config, seed = settings.train, settings.train.seed
     loss_fn = loss_fn or cross_entropy_loss
     set_seed(seed)
     x_tr, y_tr = as_tensors(train, "training")

@@ -43,13 +43,9 @@ def prune(ctx: BuildContext, work: StageWork) -> None:
     student = student.to(training_device(ctx))
     loss_fn = _kd_loss(ctx, work, student) if p.distill else None
     work.scratch.add(CHECKPOINT)  # the final fine-tuning's checkpoint (resumable after Ctrl-C)
-    result = run_prune(student, spec, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), criterion=p.criterion,
-                       target_flops=p.target_flops, target_params=p.target_params,
-                       max_accuracy_drop=p.max_accuracy_drop, maps_per_step=p.maps_per_step,
-                       num_steps=p.num_steps, finetune_batches=p.finetune_batches,
-                       criterion_batches=p.criterion_batches, flops_lambda=p.flops_lambda, round_to=p.round_to,
-                       min_channels=p.min_channels, config=train_config(p.train, ctx.recipe.seed),
-                       loss_fn=loss_fn, seed=ctx.recipe.seed, progress=ctx.progress, workdir=work.path)
+    settings = p.model_copy(update={"train": train_config(p.train, ctx.recipe.seed)})
+    result = run_prune(student, spec, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), settings,
+                       loss_fn=loss_fn, progress=ctx.progress, workdir=work.path)
     save_student(ctx, work, result.model.eval(), result.spec)
     work.metrics["prune"] = result.report
     say(f"  pruned: {result.report.get('flops_ratio', 0):.2f} of the FLOPs and "

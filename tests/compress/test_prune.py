@@ -9,12 +9,19 @@ from torch import nn
 from edgec.compress.prune import prune
 from edgec.compress.prune_schedule import choose_maps, min_widths
 from edgec.compress.prune_graph import channel_groups, conv_widths
+from edgec.configs import PruneConfig
 from edgec.data import load_dataset
 from edgec.errors import RecipeError
 from edgec.models import ModelSpec, count_flops, count_params, load_model, save_model
 from edgec.train import TrainConfig, evaluate, fit, set_seed
 
 SPEC = ModelSpec("teacher_cnn", {"width": 12, "depth": 2, "fc": 16}, 1, 10, 8)
+# Fine-tuning between steps only (no final epochs), no target unless a test sets one.
+FINETUNE = TrainConfig(epochs=0, lr=1e-2, optimizer="sgd", momentum=0.9, batch_size=64, scheduler="none")
+
+
+def settings(**kwargs) -> PruneConfig:
+    return PruneConfig(**{"target_flops": None, "train": FINETUNE, **kwargs})
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,8 +40,8 @@ def trained():
 def test_taylor_reaches_the_flops_target_with_a_smaller_dense_model(trained, tmp_path):
     model, train, val = trained
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    small, spec, report = prune(model, SPEC, train, val, criterion="taylor", target_flops=0.5,
-                                num_steps=3, finetune_batches=15, criterion_batches=2,
+    small, spec, report = prune(model, SPEC, train, val, settings(criterion="taylor", target_flops=0.5,
+                                num_steps=3, finetune_batches=15, criterion_batches=2),
                                 progress=False)
     flops = count_flops(small, spec.input_shape())
     base = count_flops(model, SPEC.input_shape())
@@ -53,8 +60,8 @@ def test_taylor_reaches_the_flops_target_with_a_smaller_dense_model(trained, tmp
 
 def test_round_to_eight_keeps_multiples_of_eight_never_zero_never_more(trained):
     model, train, val = trained
-    small, spec, _ = prune(model, SPEC, train, val, criterion="weight", target_flops=0.4,
-                           round_to=8, finetune_batches=0, progress=False)
+    small, spec, _ = prune(model, SPEC, train, val, settings(criterion="weight", target_flops=0.4,
+                           round_to=8, finetune_batches=0), progress=False)
     original = conv_widths(model)
     for name, width in conv_widths(small).items():
         assert 0 < width <= original[name]
@@ -82,8 +89,8 @@ def test_chunks_go_down_to_the_next_multiple_and_stop_at_the_floor():
 
 def test_accuracy_budget_undoes_the_step_that_crossed_it(trained):
     model, train, val = trained
-    small, spec, report = prune(model, SPEC, train, val, criterion="random",
-                                max_accuracy_drop=0.0, maps_per_step=30, finetune_batches=0,
+    small, spec, report = prune(model, SPEC, train, val, settings(criterion="random",
+                                max_accuracy_drop=0.0, maps_per_step=30, finetune_batches=0),
                                 progress=False)
     assert report["stopped"].startswith("accuracy budget")
     assert conv_widths(small) == conv_widths(model) and report["steps"] == []
@@ -98,10 +105,10 @@ def test_loss_fn_is_used_for_the_criterion_and_fine_tuning(trained):
         calls.append(len(y))
         return nn.functional.cross_entropy(m(x), y)
 
-    _, _, report = prune(model, SPEC, train, val, criterion="taylor", target_params=0.8,
-                         num_steps=1, finetune_batches=2, criterion_batches=3, loss_fn=kd_like,
-                         config=TrainConfig(epochs=1, batch_size=32, max_batches_per_epoch=4),
-                         progress=False)
+    _, _, report = prune(model, SPEC, train, val, settings(criterion="taylor", target_params=0.8,
+                         num_steps=1, finetune_batches=2, criterion_batches=3,
+                         train=TrainConfig(epochs=1, batch_size=32, max_batches_per_epoch=4)),
+                         loss_fn=kd_like, progress=False)
     # 3 criterion batches + 2 fine-tuning steps, then the final fit's 4 batches (config.epochs=1).
     assert calls == [32] * 9
     assert report["final_finetune"]["best_epoch"] == 1
@@ -123,7 +130,7 @@ def test_bad_settings_raise_recipe_errors(kwargs, fragment):
     model = SPEC.build()
     data = (torch.zeros(4, 1, 8, 8).numpy(), torch.zeros(4, dtype=torch.long).numpy())
     with pytest.raises(RecipeError, match=fragment) as err:
-        prune(model, SPEC, data, data, progress=False, **kwargs)
+        prune(model, SPEC, data, data, settings(**kwargs), progress=False)
     assert err.value.hint
     if kwargs.get("criterion") == "taylr":
         assert "did you mean 'taylor'" in err.value.hint

@@ -87,6 +87,7 @@ def _worker(out: Path) -> None:
 
     from edgec import distributed
     from edgec.compress.prune import prune
+    from edgec.configs import PruneConfig
     from edgec.errors import RecipeError
     from edgec.pipeline import build
     from edgec.train import TrainConfig, fit
@@ -106,8 +107,10 @@ def _worker(out: Path) -> None:
         ds, spec, model = _model_and_data()
         result["taylor"] = {k: v.tolist() for k, v in _taylor(model, ds).items()}
         # 3. a whole pruning run: which channels each rank keeps
-        pr = prune(model, spec, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), criterion="taylor",
-                   target_flops=0.6, num_steps=2, finetune_batches=4, criterion_batches=2, progress=False)
+        finetune = TrainConfig(epochs=0, lr=1e-2, optimizer="sgd", momentum=0.9, batch_size=64, scheduler="none")
+        pr = prune(model, spec, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y),
+                   PruneConfig(criterion="taylor", target_flops=0.6, num_steps=2, finetune_batches=4,
+                               criterion_batches=2, train=finetune), progress=False)
         result["channels"] = pr.report["channels"]
         # 4. a checkpoint written by 2 ranks, interrupted after epoch 1 (the test resumes it alone)
         cfg = TrainConfig(epochs=3, batch_size=64, lr=3e-3, seed=0)
