@@ -30,7 +30,7 @@ import numpy as np
 from edgec.atomic import atomic_path
 from edgec.compress.calibrate import CalibrationReader, calibration_method
 from edgec.errors import DataError, EdgecError, ModelError, RecipeError
-from edgec.export.files import describe_io, load_onnx
+from edgec.onnx_files import describe_io, load_onnx
 
 
 @contextlib.contextmanager

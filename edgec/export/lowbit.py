@@ -47,7 +47,7 @@ from onnx import numpy_helper
 from edgec.atomic import atomic_path, atomic_write_json
 from edgec.errors import ArtifactError, ModelError, VerificationFailed
 from edgec.export.onnx import ParityReport, export_onnx
-from edgec.export.files import ort_session
+from edgec.onnx_files import ort_session
 from edgec.export.qdq import assert_tensorrt_qdq
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ Example:
     >>> describe_io(path)["inputs"]
     [{'name': 'input', 'shape': ['batch', 1, 8, 8], 'dtype': 'float32'}]
 
-``load_onnx``, ``check_onnx``, ``describe_io`` and ``ort_session`` live in ``edgec.export.files``
+``load_onnx``, ``check_onnx``, ``describe_io`` and ``ort_session`` live in ``edgec.onnx_files``
 (no torch) and are re-exported here; torch itself is imported lazily by the two functions above.
 """
 
@@ -27,7 +27,7 @@ import onnx
 from edgec.atomic import atomic_path
 from edgec.compare import Comparison, compare, torch_outputs
 from edgec.errors import ModelError, VerificationFailed
-from edgec.export.files import check_onnx, describe_io, load_onnx, ort_session, uses_external_data
+from edgec.onnx_files import check_onnx, describe_io, load_onnx, ort_session, uses_external_data
 
 if TYPE_CHECKING:
     import torch

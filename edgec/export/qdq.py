@@ -35,7 +35,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgec.errors import ModelError
-from edgec.export.files import load_onnx
+from edgec.onnx_files import load_onnx
 
 QOPERATOR_OPS = frozenset({
     "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",

@@ -198,7 +198,7 @@ def export(ctx: BuildContext, work: StageWork) -> None:
     """Student -> FP32 ONNX (LSTM op, dynamic batch and sequence), ONNX checker, parity with torch."""
     import shutil
 
-    from edgec.export.files import describe_io
+    from edgec.onnx_files import describe_io
     from edgec.text.onnx import export_student, op_counts, student_parity
     from edgec.text.student import load_student
 

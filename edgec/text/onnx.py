@@ -103,6 +103,6 @@ def quantize_student(src: str | Path, dst: str | Path) -> Path:
 
 def op_counts(path: str | Path) -> dict[str, int]:
     """How many nodes of each type the graph has (e.g. proof that the LSTM was quantized)."""
-    from edgec.export.files import load_onnx
+    from edgec.onnx_files import load_onnx
 
     return dict(sorted(Counter(n.op_type for n in load_onnx(path).graph.node).items()))

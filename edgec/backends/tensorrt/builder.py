@@ -121,7 +121,7 @@ def fp16_onnx(src: Path, dst: Path) -> Path:
     import onnx
     from onnx import version_converter
 
-    from edgec.export.files import load_onnx
+    from edgec.onnx_files import load_onnx
 
     model = load_onnx(src)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -174,7 +174,7 @@ def build_engine(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
     from edgec.backends.tensorrt.probe import import_tensorrt
     from edgec.backends.tensorrt.inspector import quantized_nodes, summarize_layers
     from edgec.backends.tensorrt.sparsity import sparse_24_layers
-    from edgec.export.files import load_onnx
+    from edgec.onnx_files import load_onnx
     from edgec.export.qdq import QOPERATOR_OPS, assert_tensorrt_qdq
 
     src, out = Path(onnx_path), Path(out_dir)
