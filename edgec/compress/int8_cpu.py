@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgec.machine import cpu_info
+
 # flavour -> where ONNX Runtime on a CPU runs it without saturating
 FLAVOUR_CPUS: dict[str, str] = {
     "s8s8": "CPUs with VNNI (x86 AVX512-VNNI / AVX-VNNI) or ARM; saturates on x86 without VNNI",
@@ -30,8 +32,6 @@ def int8_isa(cpu: dict[str, Any] | None = None) -> str:
     """``x86-vnni``, ``x86-avx2`` (x86 without VNNI), ``arm-dotprod``, ``arm`` or ``other`` for ``cpu``
     (:func:`edgec.machine.cpu_info`'s shape; this machine's when None)."""
     if cpu is None:
-        from edgec.machine import cpu_info
-
         cpu = cpu_info()
     arch, flags = str(cpu.get("arch") or "").lower(), cpu.get("flags") or {}
     if arch in ("x86_64", "amd64", "i386", "i686", "x86"):

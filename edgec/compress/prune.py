@@ -51,8 +51,9 @@ from edgec import distributed
 from edgec.compress.prune_criteria import (LossFn, check_criterion, criterion_scores, map_mflops,
                                            rank_scores)
 from edgec.compress.prune_graph import CostModel, channel_groups, remove_channels
-from edgec.configs import PruneConfig
 from edgec.compress.prune_schedule import BatchStream, choose_maps, finetune_steps, min_widths
+from edgec.configs import PruneConfig
+from edgec.console import console
 from edgec.errors import RecipeError
 from edgec.models import ModelSpec
 from edgec.train import cross_entropy_loss, evaluate, fit, set_seed
@@ -68,7 +69,6 @@ class PruneResult(NamedTuple):
 
 
 def _say(text: str) -> None:
-    from edgec.console import console
     console.print(f"prune: {text}", markup=False, highlight=False, soft_wrap=True)
 
 

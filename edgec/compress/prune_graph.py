@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from edgec.errors import ModelError
-from edgec.models import ModelSpec
+from edgec.models import ModelSpec, count_flops, count_params
 from edgec.models.cifar_resnet import BasicBlock
 
 _PASS_THROUGH = (nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Identity)
@@ -224,8 +224,6 @@ class CostModel:
 
     def __init__(self, model: nn.Module, groups: list[ChannelGroup],
                  input_shape: tuple[int, int, int]):
-        from edgec.models import count_flops, count_params
-
         modules = dict(model.named_modules())
         spatial: dict[str, int] = {}
         hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: spatial.__setitem__(

@@ -32,15 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 
 from edgec.atomic import atomic_path
+from edgec.compress.quantize import quantize_qdq
 from edgec.errors import VerificationFailed
 
 
 def reference_logits(path: str | Path, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Logits of an ONNX model by ONNX Runtime on the CPU with graph optimisations off (QDQ as written)."""
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
@@ -55,8 +56,6 @@ _PASS_THROUGH = ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Ide
 
 def quantized_layers(path: str | Path) -> list[str]:
     """Names of the Conv/Gemm/MatMul nodes of a QDQ model whose weight is dequantized, in graph order."""
-    import onnx
-
     model = onnx.load(str(path))
     dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     return [n.name for n in model.graph.node
@@ -66,8 +65,6 @@ def quantized_layers(path: str | Path) -> list[str]:
 def _float_nodes(fp32_onnx: Path, layers: list[str]) -> list[str]:
     """``layers`` plus the shape-only nodes (Flatten, Reshape, ...) that feed nothing else: excluding
     those as well keeps ONNX Runtime from putting a Q/DQ pair on a float layer's input."""
-    import onnx
-
     model = onnx.load(str(fp32_onnx))
     producer = {o: n for n in model.graph.node for o in n.output}
     consumers: dict[str, list[str]] = {}
@@ -101,8 +98,6 @@ def quantize_within_budget(fp32_onnx: str | Path, out_path: str | Path, calibrat
     ``sensitivity`` (the ranking, when it ran). At least one layer stays INT8. Raises :class:`VerificationFailed` (nothing written)
     when the budget cannot be met with ``max_float_layers`` layers in float.
     """
-    from edgec.compress.quantize import quantize_qdq
-
     fp32_onnx, out = Path(fp32_onnx), Path(out_path)
     val_x, val_y = np.asarray(val_x), np.asarray(val_y)
     ref = reference_logits(fp32_onnx, val_x)

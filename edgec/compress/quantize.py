@@ -25,10 +25,17 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import inspect
+
 import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+from onnxruntime.quantization import calibrate as ort_calibrate
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 from edgec.atomic import atomic_path
 from edgec.compress.calibrate import CalibrationReader, calibration_method
+from edgec.console import warn
 from edgec.errors import DataError, EdgecError, ModelError, RecipeError
 from edgec.onnx_files import describe_io, load_onnx
 
@@ -41,8 +48,6 @@ def _quiet_ort() -> Iterator[list[logging.LogRecord]]:
     use would also install a stderr handler for the whole process via ``basicConfig``), and its
     sessions log C++ warnings. All are captured or raised to error level for the call only.
     """
-    import onnxruntime as ort
-
     records: list[logging.LogRecord] = []
 
     class _Keep(logging.Handler):
@@ -93,16 +98,8 @@ def _entropy_ranges(model: Path, reader: CalibrationReader, work: Path, symmetri
     quantize_static cannot pass histogram sizes to its calibrator, but (ORT >= 1.31) it takes
     ranges from ``calibration_cache_path``. Older ORT: None, and quantize_static's defaults apply.
     """
-    import inspect
-
-    from onnxruntime.quantization import CalibrationMethod, quantize_static
-    from onnxruntime.quantization import calibrate as ort_calibrate
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
     if ("calibration_cache_path" not in inspect.signature(quantize_static).parameters
             or not hasattr(ort_calibrate, "save_tensors_data")):
-        from edgec.console import warn
-
         warn("this onnxruntime cannot take precomputed calibration ranges, so 'entropy' calibration "
              "falls back to its default histogram, which gives min-max ranges; upgrade onnxruntime (>= 1.31)")
         return None
@@ -149,9 +146,6 @@ def quantize_qdq(fp32_onnx: str | Path, out_path: str | Path, calibration_x: np.
         >>> quantize_qdq("model.onnx", "model.int8.onnx", x_cal, method="percentile", percentile=99.99)
         PosixPath('model.int8.onnx')
     """
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static)
-
     src, out = Path(fp32_onnx), Path(out_path)
     calib = calibration_method(method)
     if flavour not in FLAVOURS:

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import numpy_helper
 
 INT16_MIN, INT16_MAX = -32768, 32767
@@ -121,8 +122,6 @@ def _quantize(w: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int
 
 def _activations(model: onnx.ModelProto, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
     """Run the model on ``x`` with graph optimisations off and return the named (quantized) tensors."""
-    import onnxruntime as ort
-
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
@@ -274,8 +273,6 @@ def predict_avx2_logits(path_or_model: str | Path | onnx.ModelProto, x: np.ndarr
         >>> (predict_avx2_logits("model.int8.onnx", x_test).argmax(1) == y_test).mean()
         0.90
     """
-    import onnxruntime as ort
-
     model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(str(path_or_model))
     layers = _quantized_layers(model)
     m = onnx.ModelProto()

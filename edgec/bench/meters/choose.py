@@ -14,9 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgec.machine import is_jetson
+from rich.markup import escape
+
 from edgec.bench.meters import METERS, NvmlMeter, PowerMeter, nvml_target_for_cuda_index
+from edgec.console import warn
 from edgec.errors import EdgecError, MissingDependencyError
+from edgec.machine import is_jetson
 from edgec.registry import Registry
 
 __all__ = ["describe_meters", "list_meters", "pick_meter"]
@@ -118,9 +121,6 @@ def pick_meter(spec: str = "auto", *, device: str | None = None,
             return meter
         meter.close()
         reasons.append(f"{name}: {why}")
-    from rich.markup import escape
-
-    from edgec.console import warn
 
     # escape(): "[gpu]" in "pip install 'edgec[gpu]'" would otherwise be read as rich markup.
     warn(escape("no power meter can read on this machine, so energy is not measured ("
