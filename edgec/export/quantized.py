@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,15 @@ from torch import nn
 
 from edgec.compare import compare
 from edgec.compress.calibrate import select_calibration_samples
+from edgec.compress.int8_cpu import FLAVOUR_CPUS, choose_cpu_flavour, int8_isa
+from edgec.compress.ptq_accuracy import quantize_within_budget
 from edgec.compress.qat import check_bits, finalize, train_quantized
 from edgec.compress.quantize import quantize_qdq
+from edgec.console import say
 from edgec.configs import PtqConfig, QatConfig, QuantizeConfig, quantize_config
 from edgec.export.lowbit import QAT_EXPORTER, export_lowbit, export_qat_qdq, run_onnx, verify_qdq
 from edgec.export.onnx import check_parity, export_onnx
+from edgec.export.qdq import assert_tensorrt_qdq, qdq_summary
 from edgec.train import TrainResult, evaluate
 
 
@@ -124,4 +129,49 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
                               train=result, val_accuracy=val_acc, verification=report.to_dict())
 
 
-__all__ = ["QuantizedArtifacts", "quantize_for_deployment"]
+def post_training_int8(fp32_onnx: str | Path, out_dir: str | Path, train_x: np.ndarray,
+                       val: tuple[np.ndarray, np.ndarray], config: PtqConfig, *, seed: int = 0) -> dict[str, Any]:
+    """The PTQ stage's files: FP32 ONNX -> ``model.int8.onnx`` (S8S8, checked TensorRT-compatible) and
+    ``model.int8.cpu.onnx`` in ``config.cpu_flavour`` (for ONNX Runtime on a CPU; a copy when that is
+    S8S8 too), each calibrated on ``config.calibration.samples`` seeded training images and accuracy-aware
+    on ``val`` (:func:`edgec.compress.ptq_accuracy.quantize_within_budget`). Returns the stage's metrics
+    (``file``, ``tensorrt_file``, ``files`` with each file's flavour, CPUs, float layers, accuracy steps
+    and QDQ summary, ...).
+
+    Example:
+        >>> m = post_training_int8("model.onnx", "out", x_train, (x_val, y_val), PtqConfig())
+        >>> m["file"], m["files"]["model.int8.cpu.onnx"]["flavour"]
+        ('model.int8.cpu.onnx', 'reduce_range')
+    """
+    out_dir = Path(out_dir)
+    cal = config.calibration
+    calib = select_calibration_samples(train_x, cal.samples, seed=seed)
+    options = dict(method=cal.method, percentile=cal.percentile, per_channel=config.per_channel,
+                   batch_size=cal.batch_size)
+    cpu_flavour = choose_cpu_flavour(config.cpu_flavour)
+    files: dict[str, dict] = {}
+    for name, flavour, runtime in (("model.int8.onnx", "s8s8", "tensorrt"),
+                                   ("model.int8.cpu.onnx", cpu_flavour, "onnxruntime-cpu")):
+        out = out_dir / name
+        if flavour == "s8s8" and files:  # the CPU file is the TensorRT file: same bytes
+            shutil.copyfile(out_dir / "model.int8.onnx", out)
+            files[name] = {**files["model.int8.onnx"], "runtime": runtime}
+        else:
+            ptq = quantize_within_budget(fp32_onnx, out, calib, val[0], val[1], budget_points=config.accuracy_budget,
+                                         max_float_layers=config.max_float_layers, flavour=flavour, **options)
+            files[name] = {"flavour": flavour, "runtime": runtime, **ptq}
+        files[name]["cpus"] = FLAVOUR_CPUS[flavour]
+        if flavour in ("s8s8", "reduce_range"):
+            assert_tensorrt_qdq(out)  # symmetric INT8 files must stay TensorRT-compatible
+        files[name]["qdq"] = qdq_summary(out)
+        steps = " -> ".join(f"{s['val_accuracy']:.4f}" for s in files[name]["steps"])
+        say(f"  {name} ({flavour}, {runtime}): val accuracy FP32 {files[name]['fp32_val_accuracy']:.4f}, "
+            f"INT8 {steps}; float layers: {', '.join(files[name]['float_layers']) or 'none'}")
+    return dict(kind="int8", file="model.int8.cpu.onnx", tensorrt_file="model.int8.onnx", method="ptq",
+                bits=8, cpu_flavour=cpu_flavour, cpu_flavour_setting=config.cpu_flavour,
+                build_cpu_int8=int8_isa() if config.cpu_flavour == "auto" else None,
+                float_layers=files["model.int8.cpu.onnx"]["float_layers"],
+                qdq=files["model.int8.cpu.onnx"]["qdq"], files=files, calibration=cal.model_dump())
+
+
+__all__ = ["QuantizedArtifacts", "post_training_int8", "quantize_for_deployment"]

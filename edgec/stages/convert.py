@@ -52,43 +52,12 @@ def _post_training(ctx: BuildContext, work: StageWork) -> None:
     """FP32 ONNX -> INT8 QDQ ONNX files by calibration on training images, accuracy-aware on the
     validation split: ``model.int8.onnx`` (S8S8, TensorRT-checked) and, for ONNX Runtime on a CPU,
     ``model.int8.cpu.onnx`` in ``quantize.cpu_flavour`` (the file the ``file`` metric names)."""
-    import shutil
+    from edgec.export.quantized import post_training_int8
 
-    from edgec.compress.calibrate import select_calibration_samples
-    from edgec.compress.int8_cpu import FLAVOUR_CPUS, choose_cpu_flavour, int8_isa
-    from edgec.compress.ptq_accuracy import quantize_within_budget
-    from edgec.export.qdq import assert_tensorrt_qdq, qdq_summary
-
-    q = ctx.recipe.quantize
-    # Calibration images come from the training split; the budget is checked on the validation split.
-    calib = select_calibration_samples(ctx.dataset.train.x, q.calibration.samples, seed=ctx.recipe.seed)
     fp32 = parent(work, "export").file(ONNX)
-    options = dict(method=q.calibration.method, percentile=q.calibration.percentile, per_channel=q.per_channel,
-                   batch_size=q.calibration.batch_size)
     val = ctx.dataset.val
-    cpu_flavour = choose_cpu_flavour(q.cpu_flavour)
-    files: dict[str, dict] = {}
-    for name, flavour, runtime in (("model.int8.onnx", "s8s8", "tensorrt"), ("model.int8.cpu.onnx", cpu_flavour, "onnxruntime-cpu")):
-        out = work.path / name
-        if flavour == "s8s8" and files:  # the CPU file is the TensorRT file: same bytes
-            shutil.copyfile(work.path / "model.int8.onnx", out)
-            files[name] = {**files["model.int8.onnx"], "runtime": runtime}
-        else:
-            ptq = quantize_within_budget(fp32, out, calib, val.x, val.y, budget_points=q.accuracy_budget,
-                                         max_float_layers=q.max_float_layers, flavour=flavour, **options)
-            files[name] = {"flavour": flavour, "runtime": runtime, **ptq}
-        files[name]["cpus"] = FLAVOUR_CPUS[flavour]
-        if flavour in ("s8s8", "reduce_range"):
-            assert_tensorrt_qdq(out)  # symmetric INT8 files must stay TensorRT-compatible
-        files[name]["qdq"] = qdq_summary(out)
-        steps = " -> ".join(f"{s['val_accuracy']:.4f}" for s in files[name]["steps"])
-        say(f"  {name} ({flavour}, {runtime}): val accuracy FP32 {files[name]['fp32_val_accuracy']:.4f}, "
-            f"INT8 {steps}; float layers: {', '.join(files[name]['float_layers']) or 'none'}")
-    work.metrics.update(kind="int8", file="model.int8.cpu.onnx", tensorrt_file="model.int8.onnx", method="ptq",
-                        bits=8, cpu_flavour=cpu_flavour, cpu_flavour_setting=q.cpu_flavour,
-                        build_cpu_int8=int8_isa() if q.cpu_flavour == "auto" else None,
-                        float_layers=files["model.int8.cpu.onnx"]["float_layers"],
-                        qdq=files["model.int8.cpu.onnx"]["qdq"], files=files, calibration=q.calibration.model_dump())
+    work.metrics.update(**post_training_int8(fp32, work.path, ctx.dataset.train.x, (val.x, val.y),
+                                             ctx.recipe.quantize, seed=ctx.recipe.seed))
 
 
 def engine(ctx: BuildContext, work: StageWork) -> None:
