@@ -43,12 +43,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from safetensors.numpy import load_file, save_file
 
 from edgec.atomic import atomic_path, atomic_write_json
+from edgec.compare import compare, torch_outputs
 from edgec.errors import ArtifactError, ModelError, VerificationFailed
 from edgec.export.onnx import ParityReport, export_onnx
-from edgec.onnx_files import ort_session
 from edgec.export.qdq import assert_tensorrt_qdq
+from edgec.kernels.packing import LowBitWeight as Packed
+from edgec.kernels.packing import pack_lowbit_codes, unpack_lowbit_codes
+from edgec.onnx_files import ort_session
 
 if TYPE_CHECKING:
     from torch import nn
@@ -108,8 +112,6 @@ def verify_qdq(model: nn.Module, path: str | Path, x: np.ndarray, *,
         >>> verify_qdq(model, "out/student.int8.onnx", x_val).top1_agreement
         1.0
     """
-    from edgec.compare import compare, torch_outputs
-
     got = run_onnx(path, x)
     ref = torch_outputs(model, x)
     report = compare(ref, got, atol=atol, rtol=rtol)
@@ -169,10 +171,7 @@ def export_lowbit(model: nn.Module, input_shape: tuple[int, ...], path: str | Pa
         >>> files.packed.name
         'student.ternary.lowbit.safetensors'
     """
-    from safetensors.numpy import save_file
-
-    from edgec.compress.lowbit import lowbit_modules
-    from edgec.kernels.packing import pack_lowbit_codes
+    from edgec.compress.lowbit import lowbit_modules  # torch: exporting needs it, reading the files does not
 
     layers = lowbit_modules(model)
     if not layers:
@@ -230,11 +229,6 @@ def load_lowbit(metadata_path: str | Path) -> dict[str, dict[str, Any]]:
         >>> layers = load_lowbit("out/student.bin.lowbit.json")
         >>> w = layers["features.stage2.conv1"]["scales"][:, None, None, None] * layers[...]["codes"]
     """
-    from safetensors.numpy import load_file
-
-    from edgec.kernels.packing import LowBitWeight as Packed
-    from edgec.kernels.packing import unpack_lowbit_codes
-
     meta_path = Path(metadata_path)
     try:
         meta = json.loads(meta_path.read_text())
