@@ -31,6 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from edgec.atomic import atomic_write_bytes
+from edgec.bench.results import iter_latency, load_results, machine_differences
+from edgec.bench.stats import compare_samples, mann_whitney_slower
+from edgec.console import say
 from edgec.errors import EdgecError
 
 __all__ = ["GateConfig", "Check", "GateReport", "compare_results", "run_gate", "load_gate_config",
@@ -208,8 +212,6 @@ def compare_results(current: dict[str, Any], baseline: dict[str, Any], config: G
         >>> compare_results(load_results("pr.json"), load_results("main.json"), GateConfig()).passed  # doctest: +SKIP
         True
     """
-    from edgec.bench.results import machine_differences
-
     report = GateReport(current_name, baseline_name, config)
     report.mismatches = machine_differences(current, baseline)
     if report.mismatches and not config.allow_mismatch:
@@ -300,9 +302,6 @@ def _status(regressed: bool, mode: str) -> str:
 
 
 def _latency_checks(name: str, cur: dict, base: dict, config: GateConfig) -> list[Check]:
-    from edgec.bench.results import iter_latency
-    from edgec.bench.stats import compare_samples
-
     out = []
     base_lat = base.get("latency") or {}
     for batch, clock, stats in iter_latency(cur):
@@ -328,8 +327,6 @@ def _energy_samples(r: dict[str, Any]) -> np.ndarray:
 
 
 def _energy_checks(name: str, cur: dict, base: dict, config: GateConfig) -> list[Check]:
-    from edgec.bench.stats import mann_whitney_slower
-
     out = []
     ec, eb = cur.get("energy") or {}, base.get("energy") or {}
     for batch, r in (ec.get("batches") or {}).items():
@@ -364,10 +361,6 @@ def run_gate(current: str | os.PathLike[str], baseline: str | os.PathLike[str], 
         ...          load_gate_config(latency="report-only")).passed        # doctest: +SKIP
         True
     """
-    from edgec.atomic import atomic_write_bytes
-    from edgec.bench.results import load_results
-    from edgec.console import say
-
     doc = load_results(current)
     if update_baseline and not Path(baseline).exists():
         atomic_write_bytes(baseline, Path(current).read_bytes())

@@ -36,8 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from edgec import __version__
+from edgec import machine as m
 from edgec.atomic import atomic_write_text
+from edgec.bench.timing import STABLE_CV
 from edgec.errors import EdgecError
+from edgec.machine import machine_mismatches
 
 __all__ = ["SCHEMA", "new_results", "load_results", "validate_results", "write_results",
            "iter_latency", "describe_machine", "machine_differences", "build_results",
@@ -73,8 +76,6 @@ def describe_machine(device: str) -> tuple[dict[str, Any], dict[str, Any], list[
         >>> describe_machine("cpu")[1]["device_kind"]
         'cpu'
     """
-    from edgec import machine as m
-
     desc = m.describe_machine(device)
     warning = m.jetson_clock_warning(desc)
     return desc, m.machine_fingerprint(desc), [warning] if warning else []
@@ -93,8 +94,6 @@ def machine_differences(current: dict[str, Any], baseline: dict[str, Any]) -> li
     out = []
     if current.get("device") != baseline.get("device"):
         out.append(f"device: {current.get('device')!r} vs {baseline.get('device')!r}")
-    from edgec.machine import machine_mismatches
-
     mc, mb = current.get("machine") or {}, baseline.get("machine") or {}
     out += [f"machine {line}" for line in machine_mismatches(mc, mb)]
     for name, model in current.get("models", {}).items():
@@ -236,8 +235,6 @@ def stability_warnings(doc: dict[str, Any]) -> list[str]:
         >>> stability_warnings(doc)                                  # doctest: +SKIP
         ['m.onnx batch 1 (host): coefficient of variation 7.1% > 2.5%: ...']
     """
-    from edgec.bench.timing import STABLE_CV
-
     out = []
     for name, model in doc["models"].items():
         for batch, kind, s in iter_latency(model):
