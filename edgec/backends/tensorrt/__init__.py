@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgec.backends.base import Backend, EngineJob, checked_options, cuda_device, no_gpu
+from edgec.backends.tensorrt.builder import BuildSettings, build_engine
+from edgec.backends.tensorrt.manifest import engine_key
+from edgec.backends.tensorrt.probe import import_tensorrt
+from edgec.backends.tensorrt.runner import TensorRTRunner
 from edgec.errors import MissingDependencyError
 
 if TYPE_CHECKING:
@@ -44,8 +48,6 @@ class TensorRTBackend(Backend):
 
     def check(self) -> None:
         """TensorRT must import (extra ``trt``) and torch must see a CUDA GPU."""
-        from edgec.backends.tensorrt.probe import import_tensorrt
-
         import_tensorrt("engine.backend: tensorrt")
         if cuda_device() is None:
             raise no_gpu(self.name)
@@ -70,10 +72,6 @@ class TensorRTBackend(Backend):
         gpu = cuda_device()
         if gpu is None:
             return config
-        from edgec.backends.tensorrt.builder import BuildSettings
-        from edgec.backends.tensorrt.manifest import engine_key
-        from edgec.backends.tensorrt.probe import import_tensorrt
-
         trt = import_tensorrt("engine.backend: tensorrt")
         onnx_sha = source.manifest["files"][self.deployed_onnx(source)]["sha256"]
         config["engine_key"] = engine_key(onnx_sha, trt.__version__, gpu, BuildSettings.from_spec(spec).to_dict())
@@ -82,8 +80,6 @@ class TensorRTBackend(Backend):
 
     def build(self, job: EngineJob) -> dict[str, Any]:
         """Builds ``model.plan`` + ``engine.json`` (the plan's manifest) and runs the plan once."""
-        from edgec.backends.tensorrt.builder import BuildSettings, build_engine
-
         built = build_engine(job.onnx, job.out, BuildSettings.from_spec(job.spec))
         with self.open(built.plan, **self.runner_options(job.spec)) as runner:
             runner.infer(job.sample)
@@ -97,8 +93,6 @@ class TensorRTBackend(Backend):
         # find_spec first: a clear "install edgec[trt]" before anything else is tried.
         if importlib.util.find_spec("tensorrt") is None:
             raise MissingDependencyError("tensorrt", "trt", "running TensorRT engines")
-        from edgec.backends.tensorrt.runner import TensorRTRunner
-
         return TensorRTRunner(model, **checked_options(TensorRTRunner, options))
 
     def runner_options(self, spec: Any) -> dict[str, Any]:

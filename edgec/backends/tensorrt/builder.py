@@ -42,10 +42,12 @@ from typing import Any
 
 from edgec.artifacts import sha256_file
 from edgec.atomic import atomic_write_bytes
-from edgec.console import say, warn
-from edgec.backends.tensorrt.manifest import PLAN, default_cache_dir, engine_key, timing_cache_file, write_engine_manifest
+from edgec.backends.base import cuda_device
 from edgec.backends.tensorrt.config import add_profile, dla_setup, load_timing_cache, save_timing_cache
 from edgec.backends.tensorrt.logger import process_logger, tensorrt_said
+from edgec.backends.tensorrt.manifest import PLAN, default_cache_dir, engine_key, timing_cache_file, write_engine_manifest
+from edgec.backends.tensorrt.probe import import_tensorrt
+from edgec.console import say, warn
 from edgec.errors import EdgecError, MissingDependencyError, ModelError
 
 __all__ = ["BuildSettings", "EngineBuild", "precision_plan", "build_engine", "fp16_onnx"]
@@ -170,8 +172,6 @@ def build_engine(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
         >>> build_engine("model.int8.onnx", "engine/", BuildSettings(fp16=True)).plan
         PosixPath('engine/model.plan')
     """
-    from edgec.backends.base import cuda_device
-    from edgec.backends.tensorrt.probe import import_tensorrt
     from edgec.backends.tensorrt.inspector import quantized_nodes, summarize_layers
     from edgec.backends.tensorrt.sparsity import sparse_24_layers
     from edgec.onnx_files import load_onnx

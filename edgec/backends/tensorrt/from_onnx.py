@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 
 from edgec.atomic import atomic_write_json
+from edgec.backends.open import open_runner
 from edgec.backends.tensorrt.builder import BuildSettings, build_engine
+from edgec.backends.tensorrt.probe import import_tensorrt
+from edgec.compare import compare
 from edgec.errors import ModelError, VerificationFailed
 
 __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "engine_from_onnx", "random_feeds", "compare_runners", "describe"]
@@ -76,8 +79,6 @@ def compare_runners(reference: Any, engine: Any, batch: int, *, rounds: int = 4,
         >>> compare_runners(ort_runner, trt_runner, batch=8)["passed"]      # doctest: +SKIP
         True
     """
-    from edgec.compare import compare
-
     got: dict[str, list[np.ndarray]] = {}
     want: dict[str, list[np.ndarray]] = {}
     for r in range(rounds):
@@ -116,8 +117,6 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLi
         >>> engine_from_onnx("resnet18.onnx", settings=BuildSettings(fp16=True, max_batch=16))["plan"]  # doctest: +SKIP
         PosixPath('resnet18-engine/model.plan')
     """
-    from edgec.backends.tensorrt.probe import import_tensorrt
-
     src = Path(onnx_path)
     if not src.is_file():
         raise ModelError(f"ONNX file not found: {src}", hint="check the path")
@@ -129,8 +128,6 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLi
     result: dict[str, Any] = {"plan": built.plan, "manifest": built.manifest, "verify": None}
     if not verify:
         return result
-    from edgec.backends import open_runner
-
     batch = _verify_batch(built.manifest)
     with open_runner(src, runtime="onnxruntime") as reference:
         if engine_runner is not None:

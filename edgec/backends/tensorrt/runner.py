@@ -31,8 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from edgec.errors import EdgecError, ModelError
 from edgec.backends.runner import Runner, TensorSpec, prepare_feeds
+from edgec.backends.tensorrt.logger import process_logger, tensorrt_said
+from edgec.backends.tensorrt.manifest import check_target, verify_engine
+from edgec.backends.tensorrt.probe import import_tensorrt
+from edgec.errors import EdgecError, ModelError
 
 __all__ = ["TensorRTRunner", "check_profile", "deserialize_engine", "static_batch_chunks"]
 
@@ -62,8 +65,6 @@ def deserialize_engine(trt: Any, data: bytes, manifest: dict[str, Any], path: Pa
     Example:
         >>> runtime, engine = deserialize_engine(trt, data, verify_engine(plan, data=data), plan)  # doctest: +SKIP
     """
-    from edgec.backends.tensorrt.logger import process_logger, tensorrt_said
-
     logger = process_logger(trt)
     mark = logger.mark()
     runtime = trt.Runtime(logger)
@@ -113,9 +114,6 @@ class TensorRTRunner(Runner):
     runtime = "tensorrt"
 
     def __init__(self, path: str | os.PathLike[str], device: int = 0, cuda_graph: bool = False):
-        from edgec.backends.tensorrt.probe import import_tensorrt
-        from edgec.backends.tensorrt.manifest import check_target, verify_engine
-
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"engine file not found: {self.path}", hint="check the path")
