@@ -5,7 +5,6 @@ Also covers the fit() options they rely on (monitor, checkpoint_name, on_epoch_s
 
 from __future__ import annotations
 
-import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -144,7 +143,7 @@ def test_stage1_trains_only_up_to_the_guided_layer_then_stage2_trains_everything
         return hints.loss_fn(hints.model.eval(), *map(torch.from_numpy, digits[1])).item()
 
     loss0 = hint_val()
-    res = fit(hints.model, *digits, dataclasses.replace(CFG, **hints.config_overrides),
+    res = fit(hints.model, *digits, CFG.model_copy(update=hints.config_overrides),
               loss_fn=hints.loss_fn, params=hints.params, monitor=hints.monitor, progress=False)
     after1 = state(s)
     assert hint_val() < 0.5 * loss0  # the regressed guided layer now predicts the hint
@@ -234,7 +233,7 @@ def test_features_method_with_two_layer_pairs(teacher, digits, tmp_path):
         mse = sum(F.mse_loss(r(sf[p[1]]), tf[p[0]]) for r, p in zip(m.regressors, pairs))
         assert m.loss_fn()(s, x, y).item() == pytest.approx((kd + 0.5 * mse).item(), rel=1e-5)
 
-    result = distill(fitnet(8), teacher, *digits, dataclasses.replace(CFG, epochs=6), method="features",
+    result = distill(fitnet(8), teacher, *digits, CFG.model_copy(update={"epochs": 6}), method="features",
                      method_params={"pairs": pairs, "weight": 0.5}, workdir=tmp_path, progress=False)
     assert result.best_val_accuracy >= 0.8 and type(result.model).__name__ == "ConvClassifier"
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
