@@ -65,6 +65,7 @@ def variant(name: str, base: str, quantize: dict | None, *, device: str, data: P
             max_epochs: int, backend: str | None, folder: Path) -> Path:
     """Write the recipe ``name``: built-in ``base`` with ``quantize`` merged in, ``train.device``,
     benchmarking off, epochs capped at ``max_epochs`` (0: unchanged), ``--data`` and ``engine.backend``."""
+    from edgec.configs import QUANTIZE_CLASSES
     from edgec.recipe import parse_recipe, recipe_text
 
     doc = yaml.safe_load(recipe_text(base)[0])
@@ -73,11 +74,13 @@ def variant(name: str, base: str, quantize: dict | None, *, device: str, data: P
     doc["bench"] = {"enabled": False}
     if quantize:  # merged over the base's quantize section; bits None = left out (INT8)
         merged = {**(doc.get("quantize") or {}), **quantize}
-        doc["quantize"] = {k: v for k, v in merged.items() if v is not None}
+        fields = QUANTIZE_CLASSES[merged.get("method", "ptq")].model_fields  # each method has its own fields
+        doc["quantize"] = {k: v for k, v in merged.items() if v is not None and k in fields}
     if max_epochs:
         defaults = parse_recipe(doc, source=name)  # every stage's optimiser settings, defaults filled in
         for section, key in TRAIN_SECTIONS:
-            if section in doc or section == "quantize":
+            has_train = hasattr(getattr(defaults, section), "train")  # PTQ has no training
+            if has_train and (section in doc or section == "quantize"):
                 train = getattr(defaults, section).train.model_dump(mode="json")
                 doc.setdefault(section, {})[key] = {**train, "epochs": min(train["epochs"], max_epochs)}
         params = (doc.get("distill") or {}).get("params") or {}

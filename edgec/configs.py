@@ -103,7 +103,8 @@ class TrainConfig(Config):
     scheduler: str = "cosine"
     grad_clip: float | None = Field(None, gt=0)
     max_batches_per_epoch: int | None = Field(None, ge=1)
-    seed: int = Field(0, ge=0, lt=2**32)
+    # Set from the recipe's top-level seed, so left out of dumps (a recipe section never states it).
+    seed: int = Field(0, ge=0, lt=2**32, exclude=True)
 
     @field_validator("optimizer")
     @classmethod
@@ -124,12 +125,12 @@ class TrainConfig(Config):
 
     def fingerprint(self) -> str:
         """A stable 16-hex-digit hash of all fields (a checkpoint resumes only under the same one)."""
-        payload = json.dumps([_FINGERPRINT_VERSION, self.model_dump()], sort_keys=True)
+        payload = json.dumps([_FINGERPRINT_VERSION, self.model_dump() | {"seed": self.seed}], sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
     def with_seed(self, seed: int) -> TrainConfig:
         """This config with ``seed`` (the recipe's top-level seed), validated."""
-        return TrainConfig(**{**self.model_dump(), "seed": seed})
+        return TrainConfig(**{**self.model_dump(), "seed": seed})  # seed: validated, not just copied
 
 
 def train_defaults(**defaults: Any) -> Any:

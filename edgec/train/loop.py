@@ -306,7 +306,7 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             if ckpt_path is not None and distributed.is_main():
                 save_checkpoint(ckpt_path, {
                     "fingerprint": config.fingerprint(), "resume_key": resume_key,
-                    "config": config.model_dump(),
+                    "config": config.model_dump() | {"seed": config.seed},
                     "description": description, "epoch": epoch, "model": now,
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
