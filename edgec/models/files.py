@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
 from pathlib import Path
 
 import torch
@@ -68,9 +69,6 @@ def canonicalize_safetensors_header(path: str | Path) -> None:
     process, so the same model saved twice gave different bytes (and different cache keys for every
     stage after it). Sorting keeps the header's length, so the tensor data and offsets are untouched.
     """
-    import json
-    import struct
-
     with open(path, "r+b") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
         raw = fh.read(n)

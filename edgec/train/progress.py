@@ -16,6 +16,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from edgec.console import console as edgec_console
+
 
 class Reporter:
     """Progress output for one :func:`edgec.train.fit` call (``description`` labels every line)."""
@@ -25,10 +29,7 @@ class Reporter:
         self.enabled = enabled
         self._console = None
         if enabled:
-            # edgec's one console (stderr, so stdout stays clean for --json output).
-            from edgec.console import console
-
-            self._console = console
+            self._console = edgec_console  # edgec's one console (stderr: stdout stays clean for --json output)
 
     def line(self, text: str) -> None:
         """Print one plain line (no rich markup: descriptions may contain brackets)."""
@@ -43,9 +44,6 @@ class Reporter:
         if console is None or not console.is_interactive:
             yield lambda loss=None: None
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
         columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
                    TimeRemainingColumn())
