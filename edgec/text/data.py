@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import DataError
+from edgec.text.vocab import TOKENIZER_RULE
 
 LABELS = ["negative", "positive"]
 
@@ -72,8 +73,6 @@ class TextDataset:
 
     def normalization(self) -> dict[str, Any]:
         """How raw text becomes the student's input (also written to ``deploy.json``)."""
-        from edgec.text.vocab import TOKENIZER_RULE
-
         return {"layout": "token_ids", "tokenizer": TOKENIZER_RULE, "vocabulary": "vocab.json",
                 "padding": "right-pad with the <pad> id (0); the model reads lengths from the padding"}
 

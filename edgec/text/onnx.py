@@ -27,17 +27,21 @@ from typing import Any
 
 import numpy as np
 
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
 from edgec.atomic import atomic_path
+from edgec.compare import compare, torch_outputs
+from edgec.compress.quantize import _quiet_ort
 from edgec.errors import ModelError, VerificationFailed
+from edgec.export.onnx import check_onnx, quiet_exporters
+from edgec.onnx_files import load_onnx, ort_session
 
 INPUT, OUTPUT = "input_ids", "logits"
 
 
 def export_student(model: Any, path: str | Path, opset: int = 18) -> Path:
     """Export the BiLSTM (eval mode) to one ONNX file with dynamic batch and sequence axes."""
-    import torch
-
-    from edgec.export.onnx import check_onnx, quiet_exporters
+    import torch  # the text package keeps torch out of its import (edgec.text's docstring)
 
     target = Path(path)
     model.eval()
@@ -56,8 +60,6 @@ def export_student(model: Any, path: str | Path, opset: int = 18) -> Path:
 
 
 def _torch_logits(model: Any, ids: np.ndarray) -> np.ndarray:
-    from edgec.compare import torch_outputs
-
     return torch_outputs(model, ids, dtype=np.int64)  # on the model's device, FP32 without TF32
 
 
@@ -66,9 +68,6 @@ def student_parity(model: Any, onnx_path: str | Path, ids: np.ndarray, *, atol: 
     """Compare torch and ORT on ``ids`` (N, T) in batches, and on the first ``singles`` sentences one
     by one without padding, by :func:`edgec.compare.compare` (every logit within ``atol + rtol * |torch|``,
     top-1 agreement >= 0.99); :class:`VerificationFailed` with the numbers when they differ."""
-    from edgec.compare import compare
-    from edgec.export.onnx import ort_session
-
     sess = ort_session(onnx_path)
     ref, got = [], []
     for s in range(0, len(ids), batch_size):
@@ -90,10 +89,6 @@ def student_parity(model: Any, onnx_path: str | Path, ids: np.ndarray, *, atol: 
 
 def quantize_student(src: str | Path, dst: str | Path) -> Path:
     """FP32 ONNX -> dynamic INT8 ONNX (see the module docstring); written atomically."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from edgec.compress.quantize import _quiet_ort
-
     target = Path(dst)
     with atomic_path(target) as tmp, _quiet_ort():
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
@@ -103,6 +98,4 @@ def quantize_student(src: str | Path, dst: str | Path) -> Path:
 
 def op_counts(path: str | Path) -> dict[str, int]:
     """How many nodes of each type the graph has (e.g. proof that the LSTM was quantized)."""
-    from edgec.onnx_files import load_onnx
-
     return dict(sorted(Counter(n.op_type for n in load_onnx(path).graph.node).items()))

@@ -25,8 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from edgec.atomic import atomic_path
 from edgec.errors import ModelError
 from edgec.text.vocab import PAD_ID
 
@@ -108,10 +111,6 @@ def lstm_macs(config: dict[str, Any], tokens: int) -> int:
 
 def save_student(model: BiLSTMClassifier, path: str | Path) -> Path:
     """Weights as safetensors with the constructor config in the metadata (no pickle)."""
-    from safetensors.torch import save_file
-
-    from edgec.atomic import atomic_path
-
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(Path(path)) as tmp:
         save_file(state, str(tmp), metadata={"edgec_model": "bilstm", "config": json.dumps(model.config(), sort_keys=True)})
@@ -119,9 +118,6 @@ def save_student(model: BiLSTMClassifier, path: str | Path) -> Path:
 
 
 def load_student(path: str | Path) -> BiLSTMClassifier:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
     p = Path(path)
     try:
         with safe_open(str(p), framework="pt") as f:
