@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
 from edgec.atomic import atomic_write_bytes, atomic_write_text
+from edgec.bench.plots import _png, _pyplot
 from edgec.bench.results import SCHEMA, iter_latency, validate_results
+from edgec.console import say
 from edgec.errors import EdgecError
 
 __all__ = ["FLEET_SCHEMA", "Fleet", "device_label", "load_fleet", "fleet_rows", "fleet_table",
@@ -124,8 +131,6 @@ def _cell(value: Any, fmt: str = "{:.4g}") -> str:
 
 def fleet_table(rows: list[dict[str, Any]]) -> Any:
     """A ``rich.table.Table`` of the rows, grouped by model then device."""
-    from rich.table import Table
-
     devices = sorted({r["device"] for r in rows})
     table = Table(title=f"edgec fleet: {len(devices)} device(s)", title_justify="left")
     for col in ("model (runtime)", "batch", "device", "clock", "p50 ms", "p99 ms", "items/s", "J/inf"):
@@ -155,10 +160,6 @@ def fleet_markdown(fleet: Fleet, rows: list[dict[str, Any]]) -> str:
 def fleet_figure(rows: list[dict[str, Any]]) -> bytes:
     """PNG: per model, one bar per device (p50, whisker to p99) at the smallest batch, host clock;
     a second panel with joules per inference when any device measured energy."""
-    import numpy as np
-
-    from edgec.bench.plots import _png, _pyplot
-
     host = [r for r in rows if r["clock"] == "host"]
     smallest = min(r["batch"] for r in host) if host else 1
     host = [r for r in host if r["batch"] == smallest]
@@ -209,12 +210,6 @@ def write_fleet(fleet: Fleet, folder: str | os.PathLike[str]) -> list[Path]:
 
 def report_fleet(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None) -> Fleet:
     """`edgec report fleet`: load, print the table on stdout, write the files into ``out`` if given."""
-    import sys
-
-    from rich.console import Console
-
-    from edgec.console import say
-
     fleet = load_fleet(paths)
     rows = fleet_rows(fleet)
     # A terminal keeps its width; logs and pipes get a wide table instead of truncated cells.

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from edgec.atomic import atomic_write_bytes
 from edgec.bench.results import iter_latency
+from edgec.console import console, warn
 
 __all__ = ["results_table", "print_results", "write_plots", "latency_figure", "power_figure"]
 
@@ -32,8 +35,6 @@ def results_table(doc: dict[str, Any]) -> Any:
     Example:
         >>> console.print(results_table(doc))                          # doctest: +SKIP
     """
-    from rich.table import Table
-
     table = Table(title=f"edgec bench on {doc.get('device', '?')}", title_justify="left")
     for col in ("model (runtime)", "batch", "clock", "p50 ms", "p90 ms", "p99 ms", "mean ms", "cv",
                 "runs", "items/s", "J/inf", "J/inf above idle"):
@@ -60,10 +61,6 @@ def print_results(doc: dict[str, Any]) -> None:
     Example:
         >>> print_results(load_results("bench.json"))                 # doctest: +SKIP
     """
-    from rich.console import Console
-
-    from edgec.console import console, warn
-
     # A terminal keeps its width; logs and pipes get a wide table instead of truncated cells.
     out = console if console.is_terminal else Console(stderr=True, highlight=False, width=150)
     out.print(results_table(doc))
