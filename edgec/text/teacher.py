@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgec.configs import TextTeacherConfig
 from edgec.errors import MissingDependencyError, ModelError
 from edgec.text.vocab import MASK
 
@@ -93,17 +93,8 @@ def encode(tokenizer: Any, sentences: list[str], max_length: int) -> dict[str, A
                      return_tensors="pt")
 
 
-@dataclass
-class TeacherTrainConfig:
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 30
-    max_length: int = 64
-    freeze_embeddings: bool = True
-    frozen_layers: int = 0
-    seed: int = 0
+#: fine_tune's settings: the recipe's ``text.teacher`` section (path and label_batch_size unused here).
+TeacherTrainConfig = TextTeacherConfig
 
 
 def freeze(model: Any, embeddings: bool, layers: int) -> int:
@@ -185,7 +176,8 @@ def fine_tune(model: Any, tokenizer: Any, sentences: list[str], labels: np.ndarr
                 report.line(f"step {step + 1}/{cfg.steps}  loss {np.mean(losses[-50:]):.4f}  "
                             f"{seen / (time.perf_counter() - t0):.0f} sentences/s")
     model.eval()
-    return {"config": asdict(cfg), "trainable_params": int(trainable),
+    return {"config": cfg.model_dump(exclude={"path", "label_batch_size"}) | {"seed": cfg.seed},
+            "trainable_params": int(trainable),
             "final_loss": float(np.mean(losses[-50:])) if losses else None,
             "seconds": time.perf_counter() - t0, "sentences_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
 
