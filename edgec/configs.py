@@ -6,9 +6,11 @@ them as their argument, so a setting is declared once: :class:`TrainConfig` is w
 ``quantize`` is one of :class:`PtqConfig`, :class:`QatConfig`, :class:`BinaryConnectConfig`,
 :class:`StochasticRoundingConfig`, chosen by its ``method`` field (:data:`QuantizeConfig`, a union
 discriminated on ``method``; ``ptq`` when it is left out), the argument of
+:func:`edgec.export.quantized.post_training_int8` (PTQ) or
 :func:`edgec.export.quantized.quantize_for_deployment`; :class:`PruneConfig` is
-:func:`edgec.compress.prune.prune`'s. This module imports pydantic only (no torch), so reading
-a recipe stays fast.
+:func:`edgec.compress.prune.prune`'s; :class:`TextTeacherConfig` and :class:`AugmentConfig` are
+:func:`edgec.text.teacher.fine_tune`'s and :class:`edgec.text.augment.Augmenter`'s. This module
+imports pydantic only (no torch), so reading a recipe stays fast.
 
 Unknown fields are errors (``extra="forbid"``); building a config in Python with a bad value raises
 :class:`~edgec.errors.RecipeError` naming the field and what it takes.

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edgec.backends import get_backend
-from edgec.configs import (QUANTIZE_CLASSES, AugmentConfig, CalibrationConfig, PruneConfig, PtqConfig,
+from edgec.configs import (QUANTIZE_CLASSES, AugmentConfig, Config, CalibrationConfig, PruneConfig, PtqConfig,
                            QuantizeConfig, TextTeacherConfig, TrainConfig, train_defaults)
 from edgec.errors import RecipeError
 from edgec.registry import closest, did_you_mean
@@ -35,8 +35,7 @@ from edgec.registry import closest, did_you_mean
 SCHEMA_VERSION = 1
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+Section = Config  # every section: unknown fields are errors; built in Python, a bad value is a RecipeError
 
 
 # The method sections are the library's config classes (edgec.configs), under their recipe names.
