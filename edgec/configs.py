@@ -335,6 +335,60 @@ class TextTeacherConfig(_Seeded):
     label_batch_size: int = Field(128, ge=1)
 
 
-__all__ = ["AugmentConfig", "TextTeacherConfig", "BinaryConnectConfig", "CalibrationConfig", "Config", "OPTIMIZERS", "PRUNE_CRITERIA", "PruneConfig", "PtqConfig",
+class TensorRTSettings(Config):
+    """How TensorRT builds an engine: :func:`edgec.backends.tensorrt.builder.build_engine`'s argument
+    (``BuildSettings`` there) and the TensorRT part of the recipe's ``engine`` section (:class:`EngineConfig`
+    is one). ``timing_cache``: True (default folder), False (none) or a folder; ``dla_core``: None (GPU)
+    or a DLA core index; batch profile ``min_batch <= opt_batch <= max_batch``."""
+
+    fp16: bool = False
+    strongly_typed: bool = False
+    min_batch: int = Field(1, ge=1)
+    opt_batch: int = Field(1, ge=1)
+    max_batch: int = Field(64, ge=1)
+    workspace_mb: int = Field(1024, ge=16)
+    optimization_level: int = Field(3, ge=0, le=5)
+    dla_core: int | None = Field(None, ge=0)
+    timing_cache: bool | str = True
+
+    @model_validator(mode="after")
+    def _batches(self) -> TensorRTSettings:
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError(f"engine batch sizes need min_batch <= opt_batch <= max_batch (min <= opt <= max), got "
+                             f"{self.min_batch} / {self.opt_batch} / {self.max_batch}")
+        return self
+
+    @classmethod
+    def from_spec(cls, spec: TensorRTSettings) -> TensorRTSettings:
+        """Only the TensorRT settings of ``spec`` (e.g. the recipe's whole engine section)."""
+        return TensorRTSettings(**{k: getattr(spec, k) for k in TensorRTSettings.model_fields})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TensorRT settings as plain values (what the engine's cache key hashes)."""
+        return {k: getattr(self, k) for k in TensorRTSettings.model_fields}
+
+
+class EngineConfig(TensorRTSettings):
+    """The recipe's ``engine`` section: what runs the deployable model (:mod:`edgec.backends`; docs/tensorrt.md).
+
+    ``backend``: ``auto`` (TensorRT where it imports and a CUDA GPU is visible, else ONNX Runtime),
+    ``onnxruntime``, ``tensorrt`` (builds ``model.plan``) or ``kernels`` (edgec's CUDA kernels).
+    ONNX Runtime: ``intra_op_threads``. TensorRT (:class:`TensorRTSettings`): ``fp16`` also runs the
+    float parts in FP16 (TRT 10: FP16 flag; strongly typed / TRT 11: an FP16-converted ONNX);
+    ``strongly_typed`` (TRT 10; always on in 11); the batch profile; ``workspace_mb``;
+    ``optimization_level`` 0..5; ``dla_core`` (Jetson DLA with GPU fallback); ``timing_cache``: true (per
+    GPU and TensorRT version under ~/.cache/edgec/tensorrt), false, or a folder; ``cuda_graph`` for the
+    runner. Kernels: layers with >= ``min_sparsity`` zero weights -> sparse conv; ``kernel_bits``
+    quantizes linear layers for the low-bit kernels (else only weights already on a low-bit grid are swapped).
+    """
+
+    backend: Literal["auto", "onnxruntime", "tensorrt", "kernels"] = "auto"  # tests check it lists the registry's
+    intra_op_threads: int | None = Field(None, ge=1)
+    cuda_graph: bool = False
+    min_sparsity: float = Field(0.5, ge=0, le=1)
+    kernel_bits: Literal[1, 2, 4, 8] | None = None
+
+
+__all__ = ["EngineConfig", "TensorRTSettings", "AugmentConfig", "TextTeacherConfig", "BinaryConnectConfig", "CalibrationConfig", "Config", "OPTIMIZERS", "PRUNE_CRITERIA", "PruneConfig", "PtqConfig",
            "QUANTIZE_CLASSES", "QUANTIZE_METHODS", "QatConfig", "QuantizeConfig", "SCHEDULERS",
            "StochasticRoundingConfig", "TrainConfig", "quantize_config", "train_defaults"]

@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edgec.backends import get_backend
-from edgec.configs import (QUANTIZE_CLASSES, AugmentConfig, Config, CalibrationConfig, PruneConfig, PtqConfig,
+from edgec.configs import (QUANTIZE_CLASSES, AugmentConfig, CalibrationConfig, Config, EngineConfig, PruneConfig, PtqConfig,
                            QuantizeConfig, TextTeacherConfig, TrainConfig, train_defaults)
 from edgec.errors import RecipeError
 from edgec.registry import closest, did_you_mean
@@ -44,6 +44,7 @@ PruneSpec = PruneConfig
 CalibrationSpec = CalibrationConfig
 QuantizeSpec = QuantizeConfig
 AugmentSpec = AugmentConfig
+EngineSpec = EngineConfig
 TextTeacherSpec = TextTeacherConfig
 
 
@@ -106,43 +107,6 @@ class ExportSpec(Section):
     dynamic_batch: bool = True
     parity_atol: float = Field(1e-4, gt=0)
     parity_rtol: float = Field(1e-3, ge=0)
-
-
-class EngineSpec(Section):
-    """What runs the deployable model (:mod:`edgec.backends`; docs/tensorrt.md).
-
-    ``backend``: ``auto`` (TensorRT where it imports and a CUDA GPU is visible, else ONNX Runtime),
-    ``onnxruntime``, ``tensorrt`` (builds ``model.plan``) or ``kernels`` (edgec's CUDA kernels).
-    TensorRT: ``fp16`` also runs the float parts in FP16 (TRT 10: FP16 flag; strongly typed / TRT 11:
-    an FP16-converted ONNX); ``strongly_typed`` (TRT 10; always on in 11); batch profile
-    ``min_batch <= opt_batch <= max_batch``; ``workspace_mb``; ``optimization_level`` 0..5;
-    ``dla_core`` (Jetson DLA with GPU fallback); ``timing_cache``: true (per GPU and TensorRT version
-    under ~/.cache/edgec/tensorrt), false, or a folder; ``cuda_graph`` for the runner.
-    Kernels: layers with >= ``min_sparsity`` zero weights -> sparse conv; ``kernel_bits`` quantizes
-    linear layers for the low-bit kernels (else only weights already on a low-bit grid are swapped).
-    """
-
-    backend: Literal["auto", "onnxruntime", "tensorrt", "kernels"] = "auto"
-    intra_op_threads: int | None = Field(None, ge=1)
-    fp16: bool = False
-    strongly_typed: bool = False
-    min_batch: int = Field(1, ge=1)
-    opt_batch: int = Field(1, ge=1)
-    max_batch: int = Field(64, ge=1)
-    workspace_mb: int = Field(1024, ge=16)
-    optimization_level: int = Field(3, ge=0, le=5)
-    dla_core: int | None = Field(None, ge=0)
-    timing_cache: bool | str = True
-    cuda_graph: bool = False
-    min_sparsity: float = Field(0.5, ge=0, le=1)
-    kernel_bits: Literal[1, 2, 4, 8] | None = None
-
-    @model_validator(mode="after")
-    def _batches(self) -> EngineSpec:
-        if not self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ValueError(f"engine batch sizes need min_batch <= opt_batch <= max_batch, got "
-                             f"{self.min_batch} / {self.opt_batch} / {self.max_batch}")
-        return self
 
 
 class VerifySpec(Section):

@@ -36,7 +36,7 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,39 +47,15 @@ from edgec.backends.tensorrt.config import add_profile, dla_setup, load_timing_c
 from edgec.backends.tensorrt.logger import process_logger, tensorrt_said
 from edgec.backends.tensorrt.manifest import PLAN, default_cache_dir, engine_key, timing_cache_file, write_engine_manifest
 from edgec.backends.tensorrt.probe import import_tensorrt
+from edgec.configs import TensorRTSettings
 from edgec.console import say, warn
 from edgec.errors import EdgecError, MissingDependencyError, ModelError
 
 __all__ = ["BuildSettings", "EngineBuild", "precision_plan", "build_engine", "fp16_onnx"]
 
 
-@dataclass(frozen=True)
-class BuildSettings:
-    """How to build (the recipe's ``engine`` section). ``timing_cache``: True (default folder),
-    False (none) or a folder path; ``dla_core``: None (GPU) or a DLA core index."""
-
-    fp16: bool = False
-    strongly_typed: bool = False
-    min_batch: int = 1
-    opt_batch: int = 1
-    max_batch: int = 64
-    workspace_mb: int = 1024
-    optimization_level: int = 3
-    dla_core: int | None = None
-    timing_cache: bool | str = True
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise EdgecError(f"engine batch sizes must satisfy 1 <= min <= opt <= max, got "
-                             f"{self.min_batch}/{self.opt_batch}/{self.max_batch}", hint="fix engine.*_batch")
-
-    @classmethod
-    def from_spec(cls, spec: Any) -> BuildSettings:
-        """From a recipe :class:`~edgec.recipe.EngineSpec`."""
-        return cls(**{k: getattr(spec, k) for k in cls.__dataclass_fields__})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+#: How to build: the TensorRT part of the recipe's ``engine`` section (one class, :mod:`edgec.configs`).
+BuildSettings = TensorRTSettings
 
 
 @dataclass
@@ -197,7 +173,7 @@ def build_engine(onnx_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
     effective = settings
     if on_dla:  # DLA: FP16 (or INT8) only, static shapes only
         b = settings.opt_batch
-        effective = replace(settings, fp16=True, min_batch=b, opt_batch=b, max_batch=b)
+        effective = settings.model_copy(update={"fp16": True, "min_batch": b, "opt_batch": b, "max_batch": b})
         dla["static_batch"] = b
         if not settings.fp16 or settings.min_batch != settings.max_batch:
             warn(f"engine.dla_core: DLA engines are FP16/INT8 with a static batch: building with FP16 and "
