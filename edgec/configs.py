@@ -98,6 +98,10 @@ class _Seeded(Config):
         """This config with ``seed`` (the recipe's top-level seed), validated."""
         return type(self)(**{**self.model_dump(), "seed": seed})
 
+    def replace(self, **changes: Any) -> Any:
+        """This config with ``changes``, validated, keeping its seed (which dumps leave out)."""
+        return type(self)(**{**self.model_dump(), "seed": self.seed, **changes})
+
 
 class TrainConfig(_Seeded):
     """Hyper-parameters of one training run (:func:`edgec.train.fit`), and of every ``train`` section.

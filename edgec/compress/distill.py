@@ -97,7 +97,7 @@ def distill(student: nn.Module, teacher: nn.Module, train: tuple[np.ndarray, np.
             last = i == len(stages) - 1
             label = f"distill {m.name}" + (f"/{stage.name}" if len(stages) > 1 else "")
             result = fit(student if stage.model is None else stage.model, train, val,
-                         TrainConfig(**{**config.model_dump(), **stage.config_overrides}),
+                         config.replace(**stage.config_overrides),
                          loss_fn=stage.loss_fn, params=stage.params, workdir=workdir,
                          checkpoint_name=stage_checkpoint_name(stage.name, last),
                          description=label, progress=progress, monitor=stage.monitor,

@@ -196,3 +196,20 @@ def test_a_registered_multi_stage_method_runs_its_stages_in_order(teacher, tmp_p
     assert len(result.history) == CFG.epochs
     with pytest.raises(RecipeError, match="warmup_epochs"):
         make_distill_method("two_stage", teacher, make_student(), warmup=2)
+
+
+def test_distill_trains_with_the_configs_seed(teacher, monkeypatch):
+    """The recipe's seed reaches every distillation stage's fit() (a config rebuilt from a dump lost it)."""
+    import edgec.compress.distill as distill_module
+
+    seen = []
+    real_fit = distill_module.fit
+
+    def spy(model, train, val, config, **kwargs):
+        seen.append(config.seed)
+        return real_fit(model, train, val, config, **kwargs)
+
+    monkeypatch.setattr(distill_module, "fit", spy)
+    distill(make_student(), teacher, TRAIN, VAL, CFG.replace(epochs=1).with_seed(7), method="kd", progress=False)
+    assert seen == [7]
+    assert CFG.with_seed(7).replace(lr=0.5).seed == 7 and CFG.with_seed(7).replace(lr=0.5).lr == 0.5
