@@ -92,8 +92,10 @@ def one_build(recipe: str, seed: int, data: Path | None, tmp: Path, device: str 
     row["accuracy_control"] = control
     row["int8_files"] = q.get("files") or q.get("flavours") or ({"tensorrt": q["file"]} if "file" in q else {})
     verify = _stage_metrics(run, "verify")
-    if verify.get("saturation"):
-        row["saturation"] = verify["saturation"]
+    # What an x86 CPU without VNNI would do with each INT8 file (VPMADDUBSW emulation, edgec.compress.saturation)
+    row["avx2"] = {name: {k: s.get(k) for k in ("flavour", "saturates", "max_saturated_fraction",
+                                                 "avx2_predicted_accuracy")}
+                   for name, s in (verify.get("avx2_saturation") or {}).items()}
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         row["error"] = lines[-1] if lines else f"exit {proc.returncode}"
@@ -121,18 +123,30 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v * 100:.2f}"
 
 
+def _avx2(files: dict) -> str:
+    """Each INT8 file's flavour and whether it saturates without VNNI (predicted accuracy when it does)."""
+    parts = []
+    for s in files.values():
+        verdict = "saturates" if s.get("saturates") else "ok"
+        if s.get("avx2_predicted_accuracy") is not None:
+            verdict += f" ({s['avx2_predicted_accuracy'] * 100:.2f}%)"
+        parts.append(f"{s.get('flavour')}: {verdict}")
+    return "; ".join(parts) or "-"
+
+
 def table(rows: list[dict]) -> str:
     """The rows as a Markdown table."""
-    out = ["| recipe | seed | exit | teacher | student FP32 (ORT) | INT8 | drop (pt) | kept in float | s |",
-           "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    out = ["| recipe | seed | exit | teacher | student FP32 (ORT) | INT8 | drop (pt) | kept in float "
+           "| x86 without VNNI (emulated) | s |",
+           "|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
     for r in rows:
         drop = "-" if "int8_drop_points" not in r else f"{r['int8_drop_points']:+.2f}"
         kept = ", ".join(r["float_layers"]) or "none"
         out.append(f"| {r['recipe']} | {r['seed']} | {r['exit']} | {_pct(r.get('teacher'))} | "
                    f"{_pct(r.get('student_fp32_onnx'))} | {_pct(r.get('student_int8'))} | {drop} | {kept} | "
-                   f"{r['seconds']:.0f} |")
+                   f"{_avx2(r.get('avx2') or {})} | {r['seconds']:.0f} |")
         if "error" in r:
-            out.append(f"| | | | error: {r['error'][:200]} | | | | | |")
+            out.append(f"| | | | error: {r['error'][:200]} | | | | | | |")
     return "\n".join(out)
 
 
