@@ -141,7 +141,7 @@ def _int8(case: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from edgec.kernels import int8
+    from edgec.kernels import int8, ops
     from edgec.kernels.packing import dequantize_int8, quantize_int8_weight
 
     m, n, k = case["shape"]
@@ -159,7 +159,7 @@ def _int8(case: dict[str, Any]) -> dict[str, Any]:
 
     case["path"] = "torch._int_mm (cuBLASLt IMMA)" if int8.use_int_mm(m, n) else int8.mmvq_launch(m, n, True)[0]
     return {"make_x": lambda: torch.randn(m, k, device="cuda", dtype=torch.float16),
-            "edgec": lambda x: int8.int8_linear(x, dw, x_scale), "baseline": lambda x: F.linear(x, w16),
+            "edgec": lambda x: ops.int8_linear(x, dw, x_scale), "baseline": lambda x: F.linear(x, w16),
             "baseline_name": "cublas_fp16", "reference": reference,
             "bytes": int(dw.q16.numel() + 4 * n + 2 * m * k + 2 * m * n)}
 

@@ -13,14 +13,17 @@ see :func:`quantize_activation`), int32 accumulation, output in the input's dtyp
 The weights are repacked once (:func:`device_weight`): rows zero-padded to ``K16 = ceil(K / 16) * 16`` bytes so
 every row is 16-byte aligned for the 128-bit loads.
 
+The op is :func:`edgec.kernels.ops.int8_linear`; this module has its launch geometry, weight layout and references.
+
 Example:
     >>> w = device_weight(quantize_int8_weight(linear.weight), "cuda")
-    >>> y = int8_linear(x16, w, x_scale=int8_activation_scale(x_calibration), bias=linear.bias)
+    >>> y = ops.int8_linear(x16, w, x_scale=int8_activation_scale(x_calibration), bias=linear.bias)
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +42,7 @@ THREADS = 256       # I8V_THREADS
 WARPS = 8           # I8V_WARPS
 MB_CHOICES = (1, 2, 4, 8, 16)
 Dim3 = tuple[int, int, int]
+Launch = Callable[..., None]  # ops.launch(file, entry, arg_format, grid, block, *args)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -144,27 +148,13 @@ def _ptr(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def _check_devices(x: Any, bias: Any) -> None:
-    for t, what in ((x, "input"), (bias, "bias")):
-        if t is not None and not getattr(t, "is_cuda", False):
-            raise KernelError(f"int8_linear runs on CUDA tensors; the {what} is on {getattr(t, 'device', type(t))}",
-                              hint="move it with .cuda()")
+def run_linear(x: torch.Tensor, weight: Int8DeviceWeight, x_scale: float, bias: torch.Tensor | None,
+               launch: Launch) -> torch.Tensor:
+    """The op behind :func:`edgec.kernels.ops.int8_linear` (which checks the devices and passes its ``launch``:
+    this module sits below ops). ``x [..., K]`` fp16/fp32 CUDA, ``bias`` float32 CUDA ``[N]`` or None; y in x's dtype.
 
-
-def int8_linear(x: torch.Tensor, weight: Int8DeviceWeight, x_scale: float,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
-    """W8A8 ``x [..., K] -> y [..., N]`` (fp16/fp32 CUDA tensors, y in x's dtype); see the module docstring.
-
-    ``bias`` must be a float32 CUDA tensor ``[N]`` or None. The kernels run on the shared kernel stream
-    (:func:`edgec.kernels.ops.launch`), ordered with torch's current stream.
+    The kernels run on the shared kernel stream (``ops.launch``), ordered with torch's current stream.
     """
-    _check_devices(x, bias)
-    return run_linear(x, weight, x_scale, bias)
-
-
-def run_linear(x: torch.Tensor, weight: Int8DeviceWeight, x_scale: float,
-               bias: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`int8_linear` for callers that have checked the devices already (``ops.int8_linear``)."""
     import torch
 
     k, n = weight.in_features, weight.out_features
@@ -183,8 +173,6 @@ def run_linear(x: torch.Tensor, weight: Int8DeviceWeight, x_scale: float,
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     if m == 0 or n == 0:
         return y.reshape(*lead, n)
-    from edgec.kernels.ops import launch  # the shared-stream launch path (prepared functions)
-
     inv, xs = _kernel_scales(float(x_scale))
     if use_int_mm(m, n):
         entry, grid, block = quantize_launch(m, k16, half)

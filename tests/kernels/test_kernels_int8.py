@@ -103,7 +103,7 @@ def test_reference_is_the_w8a8_product():
 
 
 def test_op_marshals_the_c_signature(monkeypatch):
-    """int8_linear without a GPU: each launch's prepare() format and arguments match the extern "C" signature."""
+    """ops.int8_linear without a GPU: each launch's prepare() format and arguments match the extern "C" signature."""
     import torch
 
     from edgec.kernels import ops
@@ -118,27 +118,27 @@ def test_op_marshals_the_c_signature(monkeypatch):
         calls.append((entry, args, grid, block))
 
     monkeypatch.setattr(ops, "launch", launch)
-    monkeypatch.setattr(int8, "_check_devices", lambda x, bias: None)
+    monkeypatch.setattr(ops, "_check_input", lambda x, dtypes, what: x.detach().contiguous())  # CPU stand-ins
     packed = quantize_int8_weight(np.random.default_rng(0).standard_normal((40, 30)))
     w = int8.device_weight(packed, "cpu")
     assert tuple(w.q16.shape) == (40, 32) and not w.q16[:, 30:].any()
-    y = int8.int8_linear(torch.randn(2, 3, 30).half(), w, 0.05, torch.ones(40))
+    y = ops.int8_linear(torch.randn(2, 3, 30).half(), w, 0.05, torch.ones(40))
     (entry, args, grid, block), = calls
     assert entry == "int8_mmvq_f16_mb8" and y.shape == (2, 3, 40) and y.dtype == torch.float16
     assert args[3] == float(np.float32(1) / np.float32(0.05)) and args[4] == float(np.float32(0.05))
     assert args[7:] == (6, 40, 30, 32) and args[1] == w.q16.data_ptr() and grid == (2, 1, 1)
     calls.clear()
-    y = int8.int8_linear(torch.randn(20, 30), w, 0.05)  # m > 16, N % 8 == 0: quantize + torch._int_mm
+    y = ops.int8_linear(torch.randn(20, 30), w, 0.05)  # m > 16, N % 8 == 0: quantize + torch._int_mm
     (entry, args, grid, block), = calls
     assert entry == "int8_quantize_f32" and args[2:] == (float(np.float32(1) / np.float32(0.05)), 20, 30, 32)
     assert y.shape == (20, 40) and y.dtype == torch.float32
     with pytest.raises(int8.KernelError, match="x_scale"):
-        int8.int8_linear(torch.randn(1, 30), w, 0.0)
+        ops.int8_linear(torch.randn(1, 30), w, 0.0)
     with pytest.raises(int8.KernelError, match="features"):
-        int8.int8_linear(torch.randn(1, 31), w, 0.1)
+        ops.int8_linear(torch.randn(1, 31), w, 0.1)
     monkeypatch.undo()
     with pytest.raises(int8.KernelError, match="CUDA"):
-        int8.int8_linear(torch.randn(1, 30), w, 0.1)
+        ops.int8_linear(torch.randn(1, 30), w, 0.1)
 
 
 @pytest.mark.gpu
@@ -148,12 +148,14 @@ def test_op_marshals_the_c_signature(monkeypatch):
 def test_int8_linear_on_gpu(cuda, m, n, k, dtype):
     import torch
 
+    from edgec.kernels import ops
+
     packed, x = _case(m, n, k, seed=m + n + k)
     xt = torch.from_numpy(x).to(cuda, getattr(torch, dtype))
     x = xt.float().cpu().numpy()  # the values the kernel sees
     bias = np.random.default_rng(1).standard_normal(n).astype(np.float32)
     w = int8.device_weight(packed, cuda)
-    y = int8.int8_linear(xt, w, 0.02, torch.from_numpy(bias).to(cuda))
+    y = ops.int8_linear(xt, w, 0.02, torch.from_numpy(bias).to(cuda))
     assert y.dtype == xt.dtype and y.shape == (m, n)
     ref = int8.linear_reference(x, int8.pad_rows(packed.q, k), packed.scales, 0.02, bias)
     rtol = 2e-3 if dtype == "float16" else 1e-5
