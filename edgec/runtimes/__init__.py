@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from edgec.backends.onnxruntime.runner import OnnxRuntimeRunner
     from edgec.backends.tensorrt.runner import TensorRTRunner
     from edgec.backends.torch.runner import TorchRunner
-    from edgec.runtimes.kernels_runner import KernelsRunner
+    from edgec.backends.kernels.runner import KernelsRunner
 
 __all__ = [
     "Runner", "TensorSpec", "open_runner", "predict", "accuracy",
@@ -35,7 +35,7 @@ _LAZY = {
     "TorchRunner": "edgec.backends.torch.runner",
     "OnnxRuntimeRunner": "edgec.backends.onnxruntime.runner",
     "TensorRTRunner": "edgec.backends.tensorrt.runner",
-    "KernelsRunner": "edgec.runtimes.kernels_runner",
+    "KernelsRunner": "edgec.backends.kernels.runner",
 }
 
 

@@ -2,10 +2,11 @@
 
 There is no separate engine file: the "engine" is the student ``.safetensors`` plus the conversion
 settings (``engine.min_sparsity``, ``engine.kernel_bits``) that
-:class:`~edgec.runtimes.kernels_runner.KernelsRunner` applies when it loads the student
+:class:`~edgec.backends.kernels.runner.KernelsRunner` (:mod:`.runner`) applies when it loads the student
 (:func:`edgec.kernels.convert`: ``SparseConv2d`` for sparse convolutions, ``LowBitLinear`` for
 low-bit linear layers). The engine stage runs one real inference on the GPU and records which layers
-were swapped. Needs ``edgec[gpu]`` (pycuda) and a CUDA GPU; ``auto`` never picks it.
+were swapped (:func:`.engine.prepare_kernels_engine`). Needs ``edgec[gpu]`` (pycuda) and a CUDA GPU;
+``auto`` never picks it.
 
 Example:
     >>> from edgec.backends import get_backend
@@ -56,19 +57,19 @@ class KernelsBackend(Backend):
 
     def build(self, job: EngineJob) -> dict[str, Any]:
         """Converts the student, runs the sample through it, lists the swapped and kept layers."""
-        from edgec.engine.kernels import prepare_kernels_engine
+        from edgec.backends.kernels.engine import prepare_kernels_engine
 
         assert job.student is not None  # needs_student: the engine stage passes it
         return prepare_kernels_engine(job.student, job.sample, **self.runner_options(job.spec))
 
     def open(self, model: str | os.PathLike[str] | Any, **options: Any) -> Runner:
-        """A :class:`~edgec.runtimes.kernels_runner.KernelsRunner` (``device``, ``min_sparsity``, ``bits``, ``cuda_graph``)."""
-        from edgec.runtimes.kernels_runner import KernelsRunner
+        """A :class:`~edgec.backends.kernels.runner.KernelsRunner` (``device``, ``min_sparsity``, ``bits``, ``cuda_graph``)."""
+        from edgec.backends.kernels.runner import KernelsRunner
 
         return KernelsRunner(model, **checked_options(KernelsRunner, options))
 
     def runner_options(self, spec: Any) -> dict[str, Any]:
-        from edgec.engine.kernels import runner_options
+        from edgec.backends.kernels.engine import runner_options
 
         return runner_options(spec)
 

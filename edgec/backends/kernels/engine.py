@@ -2,7 +2,7 @@
 
 There is no separate engine file: the "engine" is the student ``.safetensors`` plus the conversion
 settings (``engine.min_sparsity``, ``engine.kernel_bits``), which
-:class:`edgec.runtimes.kernels_runner.KernelsRunner` applies when it loads the student. The
+:class:`edgec.backends.kernels.runner.KernelsRunner` applies when it loads the student. The
 engine stage runs one real inference on the GPU and records which layers were swapped
 (``SparseConv2d`` for convolutions with at least ``min_sparsity`` zero weights, ``LowBitLinear`` for
 linear layers on a <= 8-bit grid, or quantized to ``kernel_bits``) and which were kept and why.
@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from edgec.backends.kernels.runner import KernelsRunner
 from edgec.console import say
 
 __all__ = ["prepare_kernels_engine", "runner_options"]
 
 
 def runner_options(spec: Any) -> dict[str, Any]:
-    """``KernelsRunner`` options from a recipe :class:`~edgec.recipe.EngineSpec`."""
+    """``KernelsRunner`` options from the recipe's engine section (:class:`~edgec.configs.EngineConfig`)."""
     return {"min_sparsity": spec.min_sparsity, "bits": spec.kernel_bits}
 
 
@@ -38,8 +39,6 @@ def prepare_kernels_engine(student: str | os.PathLike[str], sample: np.ndarray, 
     ``cuda_graph``: run the model as CUDA graphs (one per input shape; what Jetson's slower CPU wants).
     Returns ``{"swapped": [layer names], "kept": {name: reason}, "runner": KernelsRunner.describe()}``.
     """
-    from edgec.runtimes.kernels_runner import KernelsRunner
-
     with KernelsRunner(student, device=device, min_sparsity=min_sparsity, bits=bits, cuda_graph=cuda_graph) as runner:
         runner.infer(sample)
         described = runner.describe()

@@ -24,8 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgec.errors import ModelError
 from edgec.backends.torch.runner import TorchRunner
+from edgec.errors import ModelError
 
 __all__ = ["KernelsRunner"]
 
