@@ -19,6 +19,7 @@ from edgec import __version__
 from edgec.artifacts import Artifact
 from edgec.atomic import atomic_path, atomic_write_json, atomic_write_text
 from edgec.backends import get_backend
+from edgec.bench.results import write_build_results
 from edgec.deploy import write_deploy
 from edgec.stages.check import model_files
 
@@ -193,8 +194,6 @@ def render_plot(report: dict[str, Any]) -> bytes:
 def write_report(ctx: BuildContext, arts: dict[str, Artifact]) -> dict[str, Any]:
     """Write ``deploy/``, ``report.json``, ``report.md``, ``report.png`` and ``results.json`` (the
     edgec.bench/1 results file that ``edgec gate`` compares) into the run folder."""
-    from edgec.bench.results import write_build_results
-
     out = ctx.store.root
     report = collect(ctx, arts)
     report["deploy"] = write_deploy(out, arts, ctx.dataset, ctx.recipe.name, ctx.task)

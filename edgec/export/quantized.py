@@ -31,7 +31,7 @@ import numpy as np
 from torch import nn
 
 from edgec.compare import compare
-from edgec.compress.calibrate import select_calibration_samples
+from edgec.compress import calibrate  # calibrate.select_calibration_samples: looked up at call time (tests spy on it)
 from edgec.compress.int8_cpu import FLAVOUR_CPUS, choose_cpu_flavour, int8_isa
 from edgec.compress.ptq_accuracy import quantize_within_budget
 from edgec.compress.qat import check_bits, finalize, train_quantized
@@ -102,7 +102,8 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
     if isinstance(config, PtqConfig):
         cal = config.calibration
         fp32 = export_onnx(student, input_shape, out / f"{stem}.fp32.onnx", exporter=exporter or "dynamo")
-        int8 = quantize_qdq(fp32, out / f"{stem}.int8.onnx", select_calibration_samples(np.asarray(train[0]), cal.samples),
+        calib = calibrate.select_calibration_samples(np.asarray(train[0]), cal.samples)
+        int8 = quantize_qdq(fp32, out / f"{stem}.int8.onnx", calib,
                             method=cal.method, percentile=cal.percentile, per_channel=config.per_channel,
                             batch_size=cal.batch_size)
         # PTQ changes the function: report (not enforce) how often INT8 ORT agrees with float torch.
@@ -145,7 +146,7 @@ def post_training_int8(fp32_onnx: str | Path, out_dir: str | Path, train_x: np.n
     """
     out_dir = Path(out_dir)
     cal = config.calibration
-    calib = select_calibration_samples(train_x, cal.samples, seed=seed)
+    calib = calibrate.select_calibration_samples(train_x, cal.samples, seed=seed)
     options = dict(method=cal.method, percentile=cal.percentile, per_channel=config.per_channel,
                    batch_size=cal.batch_size)
     cpu_flavour = choose_cpu_flavour(config.cpu_flavour)

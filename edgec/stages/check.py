@@ -10,6 +10,11 @@ import numpy as np
 from edgec.artifacts import Artifact, StageWork
 from edgec.atomic import atomic_write_json
 from edgec.backends import BACKENDS, get_backend
+from edgec.bench.results import describe_machine
+from edgec.bench.run import Timing, bench_model
+from edgec.compare import compare
+from edgec.compress.int8_cpu import SAFE_EVERYWHERE
+from edgec.compress.saturation import predict_avx2_logits, predict_saturation
 from edgec.console import say
 from edgec.errors import VerificationFailed
 from edgec.stages.defs import Task
@@ -62,8 +67,6 @@ def engine_references() -> dict[str, tuple[str, ...]]:
 def _verify_engine(logits: dict[str, np.ndarray], results: dict, v, metrics: dict) -> list[str]:
     """Engine vs reference on the test split by :func:`edgec.compare.compare` (Polygraphy's rule): every
     output within ``engine_atol + engine_rtol * |reference|``, top-1 agreement, accuracy drop. Returns the problems."""
-    from edgec.compare import compare
-
     problems = []
     for name, refs in engine_references().items():
         ref = next((r for r in refs if r in logits), None)
@@ -114,9 +117,6 @@ def int8_saturation(task: Task, work: StageWork, x: np.ndarray, metrics: dict,
     """Predict, by emulating VPMADDUBSW (:mod:`edgec.compress.saturation`), whether each PTQ INT8 file
     saturates ONNX Runtime on an x86 CPU without VNNI; into ``metrics["avx2_saturation"]``. A problem
     only when the ONNX Runtime CPU file has a flavour meant to be safe on every CPU and still saturates."""
-    from edgec.compress.int8_cpu import SAFE_EVERYWHERE
-    from edgec.compress.saturation import predict_avx2_logits, predict_saturation
-
     q = next((a for a in work.parents if a.stage == "quantize"), None)
     if q is None or task.metrics(q)["kind"] != "int8":
         return []
@@ -183,8 +183,6 @@ def bench(ctx: BuildContext, work: StageWork) -> None:
     ``models`` entry per model; ``edgec.report`` merges it with params/FLOPs/accuracy into
     ``results.json`` (schema edgec.bench/1) for ``edgec gate``.
     """
-    from edgec.bench.run import Timing, bench_model
-
     assert ctx.task is not None
     b = ctx.recipe.bench
     inputs = ctx.task.inputs(ctx, work)
@@ -203,8 +201,6 @@ def bench(ctx: BuildContext, work: StageWork) -> None:
 def write_bench(ctx: BuildContext, work: StageWork, results: dict, timing, batches: list[int]) -> None:
     """Print each model's latency line; put the summary in the metrics and the results into ``bench.json``."""
     from dataclasses import asdict
-
-    from edgec.bench.results import describe_machine
 
     b = ctx.recipe.bench
     machine, fingerprint, warnings = describe_machine("cpu")

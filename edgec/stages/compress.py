@@ -8,9 +8,17 @@ from typing import TYPE_CHECKING
 
 from edgec import distributed
 from edgec.artifacts import Artifact, StageWork
+from edgec.compress.distill import make_distill_method
+from edgec.compress.int8_cpu import FLAVOUR_CPUS
+from edgec.compress.prune import prune as run_prune
+from edgec.compress.qat import train_quantized
+from edgec.compress.qdq_unsigned import to_unsigned_qdq
 from edgec.console import say
+from edgec.export.quantized import quantize_for_deployment
+from edgec.models import load_model
 from edgec.stages.defs import parent
 from edgec.stages.train import CHECKPOINT, STUDENT, TEACHER, save_student, train_config, training_device
+from edgec.train import set_seed
 
 if TYPE_CHECKING:
     from edgec.build_context import BuildContext
@@ -24,9 +32,6 @@ def student_parent(work: StageWork) -> Artifact:
 
 def _kd_loss(ctx: BuildContext, work: StageWork, student):
     """The recipe's logit-KD loss against the teacher, for fine-tuning a compressed student."""
-    from edgec.compress.distill import make_distill_method
-    from edgec.models import load_model
-
     teacher, _ = load_model(parent(work, "teacher").file(TEACHER))
     teacher = teacher.to(next(student.parameters()).device)
     params = {k: v for k, v in ctx.recipe.distill.params.items() if k in ("temperature", "alpha")}
@@ -35,9 +40,6 @@ def _kd_loss(ctx: BuildContext, work: StageWork, student):
 
 def prune(ctx: BuildContext, work: StageWork) -> None:
     """Iteratively prune the distilled student's feature maps and remove them physically."""
-    from edgec.compress.prune import prune as run_prune
-    from edgec.models import load_model
-
     p, ds = ctx.recipe.prune, ctx.dataset
     student, spec = load_model(student_parent(work).file(STUDENT))
     student = student.to(training_device(ctx))
@@ -60,19 +62,12 @@ def quantized_training(ctx: BuildContext, work: StageWork) -> None:
     BC / SR  -> ``model.w<bits>.onnx`` (weights exactly ``scale * code``) + ``.lowbit.safetensors``
     (packed codes for the low-bit kernels) + ``.lowbit.json``.
     """
-    from edgec.export.quantized import quantize_for_deployment
-    from edgec.models import load_model
-
-    from edgec.train import set_seed
-
     q, ds, r = ctx.recipe.quantize, ctx.dataset, ctx.recipe
     student, _ = load_model(student_parent(work).file(STUDENT))
     student = student.to(training_device(ctx))
     work.scratch.add(CHECKPOINT)
     set_seed(r.seed)  # SR rounds the initial weights stochastically before training starts
     if not distributed.is_main():  # train along with rank 0, which exports and verifies
-        from edgec.compress.qat import train_quantized
-
         train_quantized(student, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), train_config(q.train, r.seed),
                         method=q.method, bits=q.bits, scheme=getattr(q, "scheme", None), workdir=work.path, progress=False,
                         loss_fn=_kd_loss(ctx, work, student) if q.distill else None)
@@ -97,9 +92,6 @@ def _qat_cpu_file(work: StageWork, info: dict, val_accuracy: float) -> None:
     """QAT's ONNX Runtime CPU file: the learned S8S8 model rewritten exactly as U8U8
     (:mod:`edgec.compress.qdq_unsigned`), which cannot saturate x86 CPUs without VNNI; the S8S8 file stays
     TensorRT's. Recorded in the metrics like PTQ's two files (``files``, ``file``, ``tensorrt_file``)."""
-    from edgec.compress.int8_cpu import FLAVOUR_CPUS
-    from edgec.compress.qdq_unsigned import to_unsigned_qdq
-
     cpu = "model.int8.cpu.onnx"
     to_unsigned_qdq(work.path / info["onnx"], work.path / cpu)
     common = {"float_layers": [], "fp32_val_accuracy": None, "val_accuracy": val_accuracy,

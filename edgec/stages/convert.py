@@ -6,10 +6,14 @@ from typing import TYPE_CHECKING
 
 from edgec.artifacts import StageWork, sha256_file
 from edgec.atomic import atomic_write_json
-from edgec.backends import EngineJob, get_backend, resolve_backend  # noqa: F401  (resolve_backend re-exported)
+from edgec.backends import EngineJob, get_backend, resolve_backend
 from edgec.console import say
-
+from edgec.export.onnx import check_parity, describe_io, export_onnx
+from edgec.export.quantized import post_training_int8
+from edgec.models import load_model
+from edgec.stages.compress import STUDENT, quantized_training, student_parent
 from edgec.stages.defs import parent
+
 
 if TYPE_CHECKING:
     from edgec.build_context import BuildContext
@@ -20,10 +24,6 @@ ONNX = "model.onnx"  # the FP32 ONNX of the export stage
 
 def export(ctx: BuildContext, work: StageWork) -> None:
     """Student -> FP32 ONNX (dynamic batch), full ONNX check, parity against torch on test inputs."""
-    from edgec.export.onnx import check_parity, describe_io, export_onnx
-    from edgec.models import load_model
-    from edgec.stages.compress import STUDENT, student_parent
-
     spec_x = ctx.recipe.export
     model, _ = load_model(student_parent(work).file(STUDENT))
     onnx_path = export_onnx(model, ctx.dataset.input_shape, work.path / ONNX, opset=spec_x.opset,
@@ -43,8 +43,6 @@ def quantize(ctx: BuildContext, work: StageWork) -> None:
     if ctx.recipe.quantize.method == "ptq":
         _post_training(ctx, work)
     else:
-        from edgec.stages.compress import quantized_training
-
         quantized_training(ctx, work)
 
 
@@ -52,8 +50,6 @@ def _post_training(ctx: BuildContext, work: StageWork) -> None:
     """FP32 ONNX -> INT8 QDQ ONNX files by calibration on training images, accuracy-aware on the
     validation split: ``model.int8.onnx`` (S8S8, TensorRT-checked) and, for ONNX Runtime on a CPU,
     ``model.int8.cpu.onnx`` in ``quantize.cpu_flavour`` (the file the ``file`` metric names)."""
-    from edgec.export.quantized import post_training_int8
-
     fp32 = parent(work, "export").file(ONNX)
     val = ctx.dataset.val
     work.metrics.update(**post_training_int8(fp32, work.path, ctx.dataset.train.x, (val.x, val.y),
@@ -69,8 +65,6 @@ def engine(ctx: BuildContext, work: StageWork) -> None:
     ``model.plan`` + ``engine.json``; ``kernels`` converts the FP32 student for edgec's CUDA kernels.
     Each runs one real input. ``engine.json`` records the result (TensorRT's is the plan's manifest).
     """
-    from edgec.stages.compress import STUDENT, student_parent
-
     src = work.parents[0]
     backend = get_backend(work.config["backend"])
     name = backend.deployed_onnx(src)

@@ -14,8 +14,12 @@ import numpy as np
 
 from edgec import backends as engines
 from edgec.artifacts import Artifact
+from edgec.bench.results import SCHEMA
+from edgec.compress.int8_cpu import int8_isa
+from edgec.data import load_dataset
 from edgec.stages import check, compress, convert, inputs, text, train
 from edgec.stages.defs import ModelEntry, Outputs, StageDef, Task
+from edgec.text.data import load_sst2
 
 if TYPE_CHECKING:
     from edgec.build_context import BuildContext
@@ -36,8 +40,6 @@ def _engine_config(ctx: BuildContext, arts: Arts) -> dict[str, Any]:
 
 
 def _bench_config(ctx: BuildContext, arts: Arts) -> dict[str, Any]:
-    from edgec.bench.results import SCHEMA
-
     # Latency belongs to a machine: benchmark again on another one.
     machine = {"node": platform.node(), "cpu": platform.processor() or platform.machine()}
     return {"bench": ctx.recipe.section("bench"), "machine": machine, "results_schema": SCHEMA}
@@ -72,7 +74,6 @@ def _cpu_int8(q) -> dict:
     """PTQ with ``quantize.cpu_flavour: auto``: the CPU file follows this CPU's INT8 instructions, so they key the stage."""
     if q.method != "ptq" or q.cpu_flavour != "auto":
         return {}
-    from edgec.compress.int8_cpu import int8_isa
 
     return {"cpu_int8": int8_isa()}
 
@@ -129,8 +130,6 @@ IMAGE_CHAIN = (
 
 
 def _load_images(r: Recipe):
-    from edgec.data import load_dataset
-
     d = r.data
     return load_dataset(d.name, d.path, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=r.seed,
                         limit=d.limit, synthetic=d.synthetic)
@@ -193,8 +192,6 @@ TEXT_CHAIN = (
 
 
 def _load_text(r: Recipe):
-    from edgec.text.data import load_sst2
-
     d = r.data
     return load_sst2(d.path, val_fraction=d.val_fraction, seed=r.seed, limit=d.limit, test_limit=r.text.test_limit)
 

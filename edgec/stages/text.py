@@ -27,11 +27,21 @@ import numpy as np
 from edgec.artifacts import Artifact, StageWork, sha256_file, stable_hash
 from edgec.atomic import atomic_write_json
 from edgec.backends import resolve_backend
+from edgec.backends.torch.runner import TorchRunner
 from edgec.console import say
+from edgec.onnx_files import describe_io
 from edgec.runtimes import open_runner, predict
 from edgec.stages.convert import ONNX
 from edgec.stages.defs import parent
 from edgec.stages.inputs import thread_options
+from edgec.stages.train import CHECKPOINT, train_config, training_device
+from edgec.text.augment import Augmenter
+from edgec.text.distill import build_student, label_transfer, train_student, transfer_set
+from edgec.text.onnx import export_student, op_counts, quantize_student, student_parity
+from edgec.text.student import count_params, load_student, lstm_macs, save_student, teacher_embedding_init
+from edgec.text.teacher import (count_teacher_params, default_teacher_path, fine_tune, ids_module, load_teacher,
+                                predict_logits, save_teacher, teacher_text)
+from edgec.text.vocab import MASK, UNK, Vocab
 
 if TYPE_CHECKING:
     from edgec.build_context import BuildContext
@@ -42,8 +52,6 @@ STUDENT, VOCAB = "student.safetensors", "vocab.json"
 
 
 def teacher_folder(path: str | None) -> Path:
-    from edgec.text.teacher import default_teacher_path
-
     return Path(path) if path else default_teacher_path()
 
 
@@ -75,15 +83,11 @@ def teacher_macs(config: Any, tokens: int) -> int:
 
 def _device(ctx: BuildContext):
     """Where the text stages train and label: the recipe's ``train.device`` (see edgec.stages.train)."""
-    from edgec.stages.train import training_device
-
     return training_device(ctx)
 
 
 def teacher(ctx: BuildContext, work: StageWork) -> None:
     """Fine-tune the teacher on the training split; save it flat (config, weights, tokenizer)."""
-    from edgec.text.teacher import count_teacher_params, fine_tune, load_teacher, predict_logits, save_teacher
-
     t, ds = ctx.recipe.text.teacher, ctx.dataset
     folder = teacher_folder(t.path)
     model, tok = load_teacher(folder)
@@ -103,10 +107,6 @@ def teacher(ctx: BuildContext, work: StageWork) -> None:
 
 def transfer(ctx: BuildContext, work: StageWork) -> None:
     """The transfer set: originals + augmented copies (Tang et al.), every sentence labelled by the teacher."""
-    from edgec.text.augment import Augmenter
-    from edgec.text.distill import label_transfer, transfer_set
-    from edgec.text.teacher import load_teacher
-
     r, ds = ctx.recipe, ctx.dataset
     a = r.text.augment
     augmenter = None
@@ -139,10 +139,6 @@ def student_init(teacher_path: Path, vocab, spec) -> np.ndarray | None:
 
     The same init serves the distilled and the plain student, so their comparison is fair.
     """
-    from edgec.text.student import teacher_embedding_init
-    from edgec.text.teacher import load_teacher
-    from edgec.text.vocab import MASK, UNK
-
     if spec.embed_init != "teacher":
         return None
     model, tok = load_teacher(teacher_path)
@@ -152,11 +148,6 @@ def student_init(teacher_path: Path, vocab, spec) -> np.ndarray | None:
 
 def distill(ctx: BuildContext, work: StageWork) -> None:
     """Vocabulary from the training split, then the BiLSTM: distilled (MSE on logits) or plain (CE)."""
-    from edgec.stages.train import CHECKPOINT, train_config
-    from edgec.text.distill import build_student, train_student
-    from edgec.text.student import count_params, lstm_macs, save_student
-    from edgec.text.vocab import Vocab
-
     r, ds = ctx.recipe, ctx.dataset
     s = r.text.student
     vocab = Vocab.build(ds.train.sentences, max_size=s.vocab_size, min_freq=s.min_freq)
@@ -187,18 +178,12 @@ def distill(ctx: BuildContext, work: StageWork) -> None:
 
 def test_ids(ctx: BuildContext, vocab_path: Path) -> np.ndarray:
     """The test sentences as student ids (N, T), right-padded."""
-    from edgec.text.vocab import Vocab
-
     return Vocab.load(vocab_path).encode(ctx.dataset.test.sentences)[0]
 
 
 def export(ctx: BuildContext, work: StageWork) -> None:
     """Student -> FP32 ONNX (LSTM op, dynamic batch and sequence), ONNX checker, parity with torch."""
     import shutil
-
-    from edgec.onnx_files import describe_io
-    from edgec.text.onnx import export_student, op_counts, student_parity
-    from edgec.text.student import load_student
 
     e = ctx.recipe.export
     src = parent(work, "distill")
@@ -214,8 +199,6 @@ def export(ctx: BuildContext, work: StageWork) -> None:
 
 def quantize(ctx: BuildContext, work: StageWork) -> None:
     """Dynamic INT8 (DynamicQuantizeLSTM, MatMulInteger, INT8 embedding table) in ONNX Runtime."""
-    from edgec.text.onnx import op_counts, quantize_student
-
     out = quantize_student(parent(work, "export").file(ONNX), work.path / "model.int8.onnx")
     ops = op_counts(out)
     work.metrics.update(kind="int8", file=out.name, method="ort_dynamic", bits=8, ops=ops)
@@ -231,9 +214,6 @@ class TextInputs:
     images = None
 
     def __init__(self, ctx: BuildContext | None, work: StageWork):
-        from edgec.text.teacher import load_teacher
-        from edgec.text.vocab import Vocab
-
         arts = {a.stage: a for a in work.parents}
         self.ctx = ctx
         self.teacher, self.tokenizer = load_teacher(arts["teacher"].path)
@@ -242,8 +222,6 @@ class TextInputs:
     def ids(self, name: str, sentences: list[str]) -> np.ndarray:
         """``sentences`` as model ``name``'s input ids (N, T), right-padded."""
         if name == "teacher":
-            from edgec.text.teacher import teacher_text
-
             enc = self.tokenizer(teacher_text(sentences, self.tokenizer), padding=True, truncation=True,
                                  max_length=512, return_tensors="np")
             return enc["input_ids"].astype(np.int64)
@@ -251,17 +229,11 @@ class TextInputs:
 
     def open(self, name: str, path: Path, runtime: str, threads: int | None = None, **options: Any):
         """A Runner for model ``name`` (torch models wrapped to take int64 ids)."""
-        from edgec.backends.torch.runner import TorchRunner
-
         if runtime != "torch":
             return open_runner(path, runtime=runtime, **options, **thread_options(runtime, threads))
         if name == "teacher":
-            from edgec.text.teacher import ids_module
-
             module = ids_module(self.teacher, self.tokenizer.pad_token_id)
         else:
-            from edgec.text.student import load_student
-
             module = load_student(path)
         return TorchRunner(module, input_dtype="int64", **thread_options("torch", threads))
 
@@ -275,8 +247,6 @@ class TextInputs:
         ctx = self._build()
         sentences = ctx.dataset.test.sentences
         if name == "teacher":
-            from edgec.text.teacher import predict_logits
-
             return predict_logits(self.teacher, self.tokenizer, sentences, max_length=ctx.recipe.text.teacher.max_length)
         with self.open(name, path, runtime, **options) as runner:
             return predict(runner, self.ids(name, sentences))

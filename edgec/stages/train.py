@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING
 
 from edgec import distributed
 from edgec.artifacts import StageWork, sha256_file
-from edgec.errors import ModelError, RecipeError
+from edgec.compress.distill import distill as run_distill
 from edgec.configs import TrainConfig
+from edgec.errors import ModelError, RecipeError
+from edgec.models import ModelSpec, count_flops, count_params, load_model, load_state_dict_file, save_model
 from edgec.stages.defs import parent
+from edgec.train import evaluate, fit, set_seed
 
 if TYPE_CHECKING:
     from edgec.build_context import BuildContext
@@ -64,8 +67,6 @@ def train_config(spec: TrainConfig, seed: int) -> TrainConfig:
 
 
 def _spec(ctx: BuildContext, section):
-    from edgec.models import ModelSpec
-
     ds = ctx.dataset
     return ModelSpec(name=section.model, params=dict(section.params), in_channels=ds.input_shape[0],
                      num_classes=ds.num_classes, input_size=tuple(ds.input_shape[1:]))
@@ -74,16 +75,11 @@ def _spec(ctx: BuildContext, section):
 def build_seeded(ctx: BuildContext, spec):
     """``spec.build()`` with torch seeded from the recipe first: a model's initial weights must not
     depend on the process it happens to be built in (else two builds of one recipe differ)."""
-    from edgec.train import set_seed
-
     set_seed(ctx.recipe.seed)
     return spec.build()
 
 
 def _save(ctx: BuildContext, work: StageWork, model, spec, filename: str, result=None) -> None:
-    from edgec.models import count_flops, count_params, save_model
-    from edgec.train import evaluate
-
     if not distributed.is_main():  # the other ranks trained along; rank 0 publishes
         return
     trained_on = next(model.parameters()).device
@@ -114,9 +110,6 @@ def save_student(ctx: BuildContext, work: StageWork, model, spec, result=None) -
 
 def teacher(ctx: BuildContext, work: StageWork) -> None:
     """Train the teacher on the recipe's data, or load ``teacher.weights`` (safetensors / .pt, weights only)."""
-    from edgec.models import load_state_dict_file
-    from edgec.train import fit
-
     r, ds = ctx.recipe, ctx.dataset
     spec = _spec(ctx, r.teacher)
     model = build_seeded(ctx, spec).to(training_device(ctx))
@@ -139,10 +132,6 @@ def teacher(ctx: BuildContext, work: StageWork) -> None:
 
 def distill(ctx: BuildContext, work: StageWork) -> None:
     """Train the student: distilled from the teacher (``distill.enabled``) or from labels alone."""
-    from edgec.compress.distill import distill as run_distill
-    from edgec.models import load_model
-    from edgec.train import fit
-
     r, ds = ctx.recipe, ctx.dataset
     spec = _spec(ctx, r.student)
     student = build_seeded(ctx, spec).to(training_device(ctx))
