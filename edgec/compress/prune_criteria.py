@@ -8,6 +8,9 @@ feature map (higher = more important), registered by name:
   example's loss; averaged over the examples seen. For a coupled residual stream the products of
   all its members (the maps that are added: stem output, shortcut BN, each block's BN2) are summed
   per example before the absolute value: the first-order change when all of them are gated.
+  A dependency-graph group (:mod:`edgec.compress.prune_dg`, any CNN; ``ChannelGroup.joint`` False)
+  holds maps in series too (expand -> depthwise -> SE gate), whose products measure different
+  layers and may cancel: its score is the sum of each map's own ``|mean(dC_n/dz * z)|``.
 - ``"weight"`` (minimum weight): ``(1/I) sum_i w_i^2`` over the map's kernel(s), I = their size
   (the paper's Theta_MW: the squared l2 norm divided by the kernel size).
 - ``"activation"`` (mean activation, Theta_MA): mean of the map after its ReLU, over examples and
@@ -98,13 +101,18 @@ def criterion_scores(name: str, model: nn.Module, groups: list[ChannelGroup], ba
 
 
 def _capture(model: nn.Module, names: set[str]) -> tuple[dict[str, torch.Tensor], list]:
-    """Forward hooks that keep each named module's latest output (N, C, H, W)."""
+    """Forward hooks that keep each named module's latest output (N, C, H, W).
+
+    The model goes on with a copy of it: an in-place op downstream (torchvision's
+    ``out += identity``, ``ReLU(inplace=True)``) would otherwise overwrite the kept map.
+    """
     outputs: dict[str, torch.Tensor] = {}
     modules = dict(model.named_modules())
 
     def hook(name: str):
-        def keep(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
+        def keep(_m: nn.Module, _inp: object, out: torch.Tensor) -> torch.Tensor:
             outputs[name] = out
+            return out.clone()
         return keep
     return outputs, [modules[n].register_forward_hook(hook(n)) for n in sorted(names)]
 
@@ -128,8 +136,11 @@ def taylor_scores(model: nn.Module, groups: list[ChannelGroup], batches: Batches
             per_point = {n: (g * outputs[n]).mean(dim=(2, 3)).detach().double() * b
                          for n, g in zip(names, grads)}
             for group in groups:
-                total = sum(per_point[p] for p in group.taylor_points)  # gate all coupled maps
-                sums[group.name] += total.abs().sum(dim=0).cpu()
+                if group.joint:   # gate all coupled (added) maps at once
+                    total = sum(per_point[p] for p in group.taylor_points).abs()
+                else:             # each removed map's own score, summed
+                    total = sum(per_point[p].abs() for p in group.taylor_points)
+                sums[group.name] += total.sum(dim=0).cpu()
             seen += b
     finally:
         for h in handles:

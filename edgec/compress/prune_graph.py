@@ -55,11 +55,15 @@ class ChannelGroup:
     taylor_points: list[str] = field(default_factory=list)
     activation_points: list[str] = field(default_factory=list)
     residual: bool = False
+    # Taylor: True = the coupled maps' products are summed per example before |.| (maps that are
+    # added, as in our residual streams); False = each map's own score, summed (dependency-graph
+    # groups, whose maps may also be in series: expand -> depthwise -> SE gate).
+    joint: bool = True
 
     @property
     def convs(self) -> list[str]:
         """Names of the convs whose outputs this group is."""
-        return [str(conv) for conv, _ in self.producers]
+        return [str(conv) for conv, _ in self.producers if conv is not None]
 
 
 def _unsupported(what: str) -> ModelError:
@@ -156,6 +160,31 @@ def conv_widths(model: nn.Module) -> dict[str, int]:
     return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
+def checked_keep(groups: list[ChannelGroup],
+                 keep: dict[str, list[int] | torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``keep`` as sorted index tensors, after checking each names a group and lists 1..size
+    distinct channels in range (else :class:`ModelError`).
+
+    Example:
+        >>> checked_keep(groups, {"features.block1.conv1": [3, 0]})
+        {'features.block1.conv1': tensor([0, 3])}
+    """
+    by_name = {g.name: g for g in groups}
+    out = {}
+    for name, chosen in keep.items():
+        if name not in by_name:
+            raise ModelError(f"no channel group named '{name}'",
+                             hint=f"groups: {', '.join(list(by_name)[:8])}")
+        size = by_name[name].size
+        idx = torch.as_tensor(chosen, dtype=torch.long).flatten()
+        if len(idx) == 0 or len(torch.unique(idx)) != len(idx) or int(idx.min()) < 0 \
+                or int(idx.max()) >= size:
+            raise ModelError(f"group '{name}': keep must list 1..{size} distinct channels "
+                             f"in [0, {size}), got {idx.tolist()}")
+        out[name] = torch.sort(idx).values   # the surviving channels in their original order
+    return out
+
+
 def remove_channels(model: nn.Module, spec: ModelSpec, groups: list[ChannelGroup],
                     keep: dict[str, list[int] | torch.Tensor]) -> tuple[nn.Module, ModelSpec]:
     """A new, smaller dense model keeping only channels ``keep[group name]`` (sorted, unique).
@@ -171,17 +200,8 @@ def remove_channels(model: nn.Module, spec: ModelSpec, groups: list[ChannelGroup
     """
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     by_name = {g.name: g for g in groups}
-    for name, chosen in keep.items():
-        if name not in by_name:
-            raise ModelError(f"no channel group named '{name}'",
-                             hint=f"groups: {', '.join(list(by_name)[:8])}")
+    for name, idx in checked_keep(groups, keep).items():
         group = by_name[name]
-        idx = torch.as_tensor(chosen, dtype=torch.long).flatten()
-        if len(idx) == 0 or len(torch.unique(idx)) != len(idx) or int(idx.min()) < 0 \
-                or int(idx.max()) >= group.size:
-            raise ModelError(f"group '{name}': keep must list 1..{group.size} distinct channels "
-                             f"in [0, {group.size}), got {idx.tolist()}")
-        idx = torch.sort(idx).values   # keep the surviving channels in their original order
         for conv, bn in group.producers:
             for key in (f"{conv}.weight", f"{conv}.bias"):
                 if key in state:
@@ -238,20 +258,28 @@ class CostModel:
             for h in hooks:
                 h.remove()
         reader = {c: g.name for g in groups for c in g.consumers}
+        produced = {c for g in groups for c in g.convs}
         # (input group or None, output group or None, MAC coefficient, parameter coefficient)
         self.terms: list[tuple[str | None, str | None, int, int]] = []
         for group in groups:
             for conv, bn in group.producers:
+                if conv is None:   # a BN of the group that follows no conv of it
+                    self.terms.append((None, group.name, 0, 2))
+                    continue
                 m = modules[str(conv)]
                 k = m.kernel_size[0] * m.kernel_size[1]
-                src = reader.get(str(conv))
-                fixed_in = 1 if src else m.in_channels
+                src = reader.get(str(conv))   # None for a depthwise conv: one input per output map
+                fixed_in = 1 if src else m.in_channels // m.groups
                 self.terms.append((src, group.name, spatial[str(conv)] * k * fixed_in, k * fixed_in))
                 self.terms.append((None, group.name, 0, (m.bias is not None) + 2 * (bn is not None)))
             for consumer in group.consumers:
                 m = modules[consumer]
                 if isinstance(m, nn.Linear):
                     self.terms.append((group.name, None, m.out_features, m.out_features))
+                elif consumer not in produced:   # a conv whose own outputs are not pruned
+                    k = m.kernel_size[0] * m.kernel_size[1]
+                    self.terms.append((group.name, None, spatial[consumer] * k * m.out_channels,
+                                       k * m.out_channels))
         sizes = {g.name: g.size for g in groups}
         self.fixed_flops = count_flops(model, input_shape) - self._sum(sizes, 2)
         self.fixed_params = count_params(model) - self._sum(sizes, 3)
