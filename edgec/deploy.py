@@ -9,10 +9,13 @@
                              instead of model.int8.onnx: on-grid FP32 weights + packed codes
     deploy/vocab.json        text models: the vocabulary (any file the export stage lists in its
                              ``deploy_files`` metric ships the same way)
-    deploy/deploy.json       input name/shape/dtype, preprocessing, labels, files' sha256
+    deploy/deploy.json       input name/shape/dtype, preprocessing, labels, files' sha256; for image
+                             data "preprocess": resize, centre crop, channels, mean/std of an image file
 
 To serve an image model: ``x = (pixels * scale - mean[c]) / std[c]`` in NCHW float32, then
 ``onnxruntime.InferenceSession(deploy["recommended"]).run(None, {input_name: x})[0].argmax(1)``.
+From an image file: ``x = preprocess_image(path, Preprocess.from_deploy("deploy"))[None]``
+(:mod:`edgec.data.imagefolder`; deploy.json's "preprocess" says the same for code without edgec).
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def write_deploy(out: Path, arts: dict[str, Artifact], dataset: Any, recipe_name
         "input": io["inputs"][0],
         "output": io["outputs"][0],
         "preprocessing": dataset.normalization(),
+        # image data: how an image *file* becomes the input (edgec.data.imagefolder.Preprocess.from_deploy)
+        **({"preprocess": dataset.preprocess} if getattr(dataset, "preprocess", None) else {}),
         "labels": list(dataset.labels),
         "num_classes": dataset.num_classes,
         "files": {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}

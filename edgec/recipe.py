@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from edgec.backends import get_backend
 from edgec.configs import (QUANTIZE_CLASSES, AugmentConfig, CalibrationConfig, Config, EngineConfig, PruneConfig, PtqConfig,
@@ -71,12 +71,49 @@ class TrainingSpec(Section):
 
 
 class DataSpec(Section):
-    name: Literal["digits", "mnist", "cifar10", "synthetic", "sst2"] = "digits"  # sst2: text (edgec.text)
+    """The data. ``imagefolder`` reads your images (:mod:`edgec.data.imagefolder`): ``path`` (or ``--data``)
+    holds one folder per class, or ``train/``, ``val/``, ``test/`` folders of class folders;
+    ``image_size`` (224 or [H, W]; default: the images' own, which must then all be the same),
+    ``resize`` (shorter side before the centre crop; default the crop's shorter side) and ``channels``
+    (1 grayscale, 3 RGB; default inferred) say how a file becomes a model input (``deploy.json``)."""
+
+    name: Literal["digits", "mnist", "cifar10", "synthetic", "imagefolder", "sst2"] = "digits"  # sst2: text
     path: str | None = None
     val_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     limit: int | None = Field(None, ge=10)
     synthetic: dict[str, Any] | None = None
+    image_size: int | tuple[int, int] | None = None
+    resize: int | None = Field(None, ge=1)
+    channels: Literal[1, 3] | None = None
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, v: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        if v is not None and min((v,) if isinstance(v, int) else v) < 1:
+            raise ValueError("image_size must be positive: 224, or [height, width]")
+        return v
+
+    @model_validator(mode="after")
+    def _imagefolder_only(self) -> DataSpec:
+        given = [k for k in ("image_size", "resize", "channels") if getattr(self, k) is not None]
+        if given and self.name != "imagefolder":
+            raise ValueError(f"{', '.join(given)}: only for data.name: imagefolder (your own images)")
+        if self.resize is not None and self.image_size is None:
+            raise ValueError("resize needs image_size (the centre crop after the resize)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # The image folder options are left out when unset, so other recipes' stage keys do not change.
+        out = handler(self)
+        return {k: v for k, v in out.items() if v is not None or k not in ("image_size", "resize", "channels")}
+
+    def imagefolder(self) -> dict[str, Any] | None:
+        """The image folder options for :func:`edgec.data.load_dataset` (None for other data)."""
+        if self.name != "imagefolder":
+            return None
+        return {k: getattr(self, k) for k in ("image_size", "resize", "channels")}
 
 
 class ModelSection(Section):

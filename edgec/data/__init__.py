@@ -1,7 +1,8 @@
 """Datasets with seeded, reproducible, stratified splits, normalised with train-split statistics.
 
-One reader per format (``digits``, ``mnist``, ``cifar10``, ``synthetic``) produces raw uint8
-images; :mod:`edgec.data.splits` splits, normalises and fingerprints them the same way for all.
+One reader per format (``digits``, ``mnist``, ``cifar10``, ``synthetic``; ``imagefolder`` for your own
+images, :mod:`edgec.data.imagefolder`) produces raw uint8 images; :mod:`edgec.data.splits` splits,
+normalises and fingerprints them the same way for all.
 Nothing is ever downloaded and nothing is unpickled.
 
 Example:
@@ -12,6 +13,8 @@ Example:
 """
 
 from .dataset import Dataset, Split
+from .imagefolder import Preprocess, list_images, preprocess_image, write_imagefolder
 from .load import DATASETS, load_dataset
 
-__all__ = ["DATASETS", "Dataset", "Split", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "Preprocess", "Split", "list_images", "load_dataset", "preprocess_image",
+           "write_imagefolder"]

@@ -82,6 +82,9 @@ class Dataset:
     test_is_official: bool
     fingerprint: str
     split_params: dict[str, Any] = field(default_factory=dict)
+    # How an image file becomes a model input (edgec.data.imagefolder.Preprocess.to_dict()), when known:
+    # image folders, and the built-in image sets (one image of their own size, no crop); None otherwise.
+    preprocess: dict[str, Any] | None = None
 
     def normalization(self) -> dict[str, Any]:
         """How to preprocess a raw image for a model trained on this dataset, without edgec.
@@ -116,6 +119,7 @@ class Dataset:
             "fingerprint": self.fingerprint,
             "test_is_official": bool(self.test_is_official),
             "split": dict(self.split_params),
+            **({"preprocess": dict(self.preprocess)} if self.preprocess is not None else {}),
         }
 
 
@@ -141,6 +145,9 @@ class RawData:
     source: str
     test_x: np.ndarray | None = None
     test_y: np.ndarray | None = None
+    # When these pixels are what image files of this size look like: Preprocess fields without mean/std
+    # (e.g. {"image_size": [28, 28], "resize": None, "crop": "center", "channels": 1, "layout": "NCHW"}).
+    preprocess: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         pairs = [(self.x, self.y)] + ([(self.test_x, self.test_y)] if self.test_x is not None else [])

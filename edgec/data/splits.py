@@ -150,6 +150,67 @@ def fingerprint(raw: RawData, params: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def split_indices(y: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int,
+                  limit: int | None, official_test: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(train, val, test)`` indices into ``y`` (see the module docstring for the order); ``test`` is
+    None when the data has an official test set (then every index is train or val).
+
+    Only labels are needed, so a reader can split first and decode only the examples it keeps.
+
+    Example:
+        >>> tr, va, te = split_indices(np.array([0, 1] * 10), val_fraction=0.1, test_fraction=0.2,
+        ...                            seed=0, limit=None, official_test=False)
+        >>> len(tr), len(va), len(te)
+        (14, 2, 4)
+    """
+    rng = np.random.default_rng(seed)
+    everything = np.arange(len(y))
+    if official_test:
+        test_idx, pool = None, everything
+    else:
+        test_idx, pool = stratified_pick(y, _round(test_fraction, len(y)), rng)
+    if limit is not None and limit < len(pool):
+        keep, _ = stratified_pick(y[pool], limit, rng)
+        pool = pool[keep]
+    val_rel, train_rel = stratified_pick(y[pool], _round(val_fraction, len(pool)), rng)
+    return pool[train_rel], pool[val_rel], test_idx
+
+
+def assemble_dataset(name: str, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                     test: tuple[np.ndarray, np.ndarray], *, num_classes: int, scale: float, labels: list[str],
+                     source: str, test_is_official: bool, fingerprint: str, params: dict[str, Any],
+                     too_small: str, preprocess: dict[str, Any] | None = None) -> Dataset:
+    """A :class:`Dataset` from uint8 ``(x, y)`` splits: statistics from train only, every split
+    normalised with them. ``too_small`` says why there might be no training examples.
+
+    ``preprocess``: how image files become these pixels (:class:`~edgec.data.imagefolder.Preprocess`
+    without mean/std), or None when the data does not come from image files of a known layout."""
+    if len(train[1]) == 0:
+        raise DataError(f"dataset '{name}' from {source} leaves no training examples ({too_small})",
+                        hint="use more data, a larger limit, or smaller val/test fractions")
+    mean, std = channel_stats(train[0], scale)
+    full = None
+    if preprocess is not None:
+        full = {**preprocess, "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+    return Dataset(
+        name=name,
+        train=Split(normalise(train[0], scale, mean, std), train[1]),
+        val=Split(normalise(val[0], scale, mean, std), val[1]),
+        test=Split(normalise(test[0], scale, mean, std), np.asarray(test[1])),
+        num_classes=num_classes,
+        input_shape=tuple(int(d) for d in train[0].shape[1:]),  # type: ignore[arg-type]
+        mean=mean,
+        std=std,
+        scale=float(scale),
+        labels=list(labels),
+        source=source,
+        test_is_official=test_is_official,
+        fingerprint=fingerprint,
+        split_params=params,
+        preprocess=full,
+    )
+
+
 def build_dataset(raw: RawData, *, val_fraction: float, test_fraction: float, seed: int,
                   limit: int | None, extra: dict[str, Any] | None = None) -> Dataset:
     """Split ``raw`` (see the module docstring for the order), normalise, fingerprint.
@@ -157,46 +218,16 @@ def build_dataset(raw: RawData, *, val_fraction: float, test_fraction: float, se
     Example:
         >>> ds = build_dataset(raw, val_fraction=0.1, test_fraction=0.2, seed=0, limit=None)  # doctest: +SKIP
     """
-    rng = np.random.default_rng(seed)
     official = raw.test_x is not None
-    everything = np.arange(len(raw.y))
-    if official:
-        test_idx, pool = None, everything
-    else:
-        test_idx, pool = stratified_pick(raw.y, _round(test_fraction, len(raw.y)), rng)
-    if limit is not None and limit < len(pool):
-        keep, _ = stratified_pick(raw.y[pool], limit, rng)
-        pool = pool[keep]
-    val_rel, train_rel = stratified_pick(raw.y[pool], _round(val_fraction, len(pool)), rng)
-    train_idx, val_idx = pool[train_rel], pool[val_rel]
-
-    if len(train_idx) == 0:
-        raise DataError(
-            f"dataset '{raw.name}' from {raw.source} leaves no training examples "
-            f"({len(raw.y)} labelled examples, val_fraction={val_fraction}, "
-            f"test_fraction={test_fraction if not official else 'official test set'}, limit={limit})",
-            hint="use more data, a larger limit, or smaller val/test fractions",
-        )
-
-    train_x = raw.x[train_idx]  # (n_train, C, H, W) uint8 copy
-    mean, std = channel_stats(train_x, raw.scale)
-    test_x, test_y = (raw.test_x, raw.test_y) if official else (raw.x[test_idx], raw.y[test_idx])
+    train_idx, val_idx, test_idx = split_indices(raw.y, val_fraction=val_fraction, test_fraction=test_fraction,
+                                                 seed=seed, limit=limit, official_test=official)
+    test = (raw.test_x, raw.test_y) if official else (raw.x[test_idx], raw.y[test_idx])
     params = {"seed": int(seed), "val_fraction": float(val_fraction),
               "test_fraction": None if official else float(test_fraction),
               "limit": None if limit is None else int(limit), **(extra or {})}
-    return Dataset(
-        name=raw.name,
-        train=Split(normalise(train_x, raw.scale, mean, std), raw.y[train_idx]),
-        val=Split(normalise(raw.x[val_idx], raw.scale, mean, std), raw.y[val_idx]),
-        test=Split(normalise(test_x, raw.scale, mean, std), np.asarray(test_y)),
-        num_classes=raw.num_classes,
-        input_shape=tuple(int(d) for d in raw.x.shape[1:]),  # type: ignore[arg-type]
-        mean=mean,
-        std=std,
-        scale=float(raw.scale),
-        labels=list(raw.labels),
-        source=raw.source,
-        test_is_official=official,
-        fingerprint=fingerprint(raw, params),
-        split_params=params,
-    )
+    too_small = (f"{len(raw.y)} labelled examples, val_fraction={val_fraction}, "
+                 f"test_fraction={test_fraction if not official else 'official test set'}, limit={limit}")
+    return assemble_dataset(raw.name, (raw.x[train_idx], raw.y[train_idx]), (raw.x[val_idx], raw.y[val_idx]),
+                            test, num_classes=raw.num_classes, scale=raw.scale, labels=raw.labels,
+                            source=raw.source, test_is_official=official, fingerprint=fingerprint(raw, params),
+                            params=params, too_small=too_small, preprocess=raw.preprocess)

@@ -132,7 +132,7 @@ IMAGE_CHAIN = (
 def _load_images(r: Recipe):
     d = r.data
     return load_dataset(d.name, d.path, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=r.seed,
-                        limit=d.limit, synthetic=d.synthetic)
+                        limit=d.limit, synthetic=d.synthetic, imagefolder=d.imagefolder())
 
 
 # The models a build reports: ``student`` is the final FP32 student (pruned when pruning ran); the quantized

@@ -104,7 +104,7 @@ def test_unknown_name_lists_valid_names_and_suggests():
     assert all(name in err.value.message for name in DATASETS)
     assert "did you mean 'mnist'" in err.value.hint
     with pytest.raises(DataError) as err:
-        load_dataset("imagenet")
+        load_dataset("coco")  # (imagenet now suggests imagefolder, rightly: ImageNet is an image folder)
     assert "did you mean" not in (err.value.hint or "")
 
 
