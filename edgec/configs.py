@@ -184,7 +184,7 @@ class PtqConfig(_QuantizeBase):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     accuracy_budget: float = Field(1.0, ge=0, le=100)
     max_float_layers: int = Field(3, ge=0)
-    cpu_flavour: Literal["reduce_range", "u8u8", "s8s8", "u8s8", "auto"] = "reduce_range"
+    cpu_flavour: Literal["reduce_range", "u8u8", "s8s8", "u8s8", "u8s8_reduce_range", "auto"] = "reduce_range"
 
 
 class _TrainedQuantizeConfig(_QuantizeBase):

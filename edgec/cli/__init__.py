@@ -96,15 +96,19 @@ def doctor(
         console.print(render(report))
 
 
-def _int_list(text: str, option: str) -> tuple[int, ...]:
+def _numbers(text: str, option: str, kind: type = int, example: str = "1,8,32") -> list:
     try:
-        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise EdgecError(f"{option} {text!r}: expected comma-separated integers",
-                         hint=f"e.g. {option} 1,8,32") from None
+        raise EdgecError(f"{option} {text!r}: expected comma-separated {'integers' if kind is int else 'numbers'}",
+                         hint=f"e.g. {option} {example}") from None
     if not values:
-        raise EdgecError(f"{option} is empty", hint=f"e.g. {option} 1,8,32")
+        raise EdgecError(f"{option} is empty", hint=f"e.g. {option} {example}")
     return values
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    return tuple(_numbers(text.replace("x", ","), option))
 
 
 @app.command()
@@ -185,6 +189,39 @@ def engine(
     settings = BuildSettings(fp16=fp16, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, dla_core=dla)
     for line in describe(engine_from_onnx(model, out, settings, verify=verify, atol=atol, rtol=rtol)):
         console.print(line, soft_wrap=True, markup=False)
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="An FP32 ONNX image classifier (one NCHW input, (batch, classes) output).")],
+    calib: Annotated[Path, typer.Option("--calib", help="Calibration images: a folder (flat or class folders) of png/jpg/bmp/webp.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: <model>-int8/ beside it).")] = None,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Calibration images to use (a seeded subset when DIR has more).")] = 256,
+    accuracy_data: Annotated[Optional[Path], typer.Option("--accuracy-data", help="Labelled images DIR/<class>/...: FP32 vs INT8 accuracy and the accuracy-aware fallback.")] = None,
+    image_size: Annotated[Optional[str], typer.Option("--image-size", help="H[,W] the model takes (needed when its height/width are dynamic).")] = None,
+    resize: Annotated[Optional[int], typer.Option("--resize", help="Resize the shorter side to this before the centre crop (default: straight to the input size).")] = None,
+    mean: Annotated[Optional[str], typer.Option("--mean", help="Per-channel mean on pixels in [0,1], e.g. 0.485,0.456,0.406.")] = None,
+    std: Annotated[Optional[str], typer.Option("--std", help="Per-channel std on pixels in [0,1], e.g. 0.229,0.224,0.225.")] = None,
+    grayscale: Annotated[bool, typer.Option("--grayscale", help="Read images as grayscale (1-channel models; implied by the model).")] = False,
+    deploy: Annotated[Optional[Path], typer.Option("--deploy", help="Take the preprocessing from this deploy.json (or its folder).")] = None,
+    flavour: Annotated[str, typer.Option("--flavour", help="CPU INT8 flavour(s): auto | u8s8_reduce_range | reduce_range | u8u8 | u8s8 | s8s8; "
+                                         "comma-separated for several files (the first is model.int8.cpu.onnx).")] = "auto",
+    method: Annotated[str, typer.Option("--method", help="Calibration: percentile | minmax | entropy.")] = "percentile",
+    accuracy_budget: Annotated[float, typer.Option("--accuracy-budget", help="With --accuracy-data: largest INT8 drop in points before layers stay float.")] = 1.0,
+    max_float_layers: Annotated[int, typer.Option("--max-float-layers", help="With --accuracy-data: most layers the fallback keeps in float.")] = 3,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """INT8 from an ONNX model trained anywhere: model.int8.onnx (TensorRT), model.int8.cpu.onnx (ONNX Runtime CPU), deploy.json."""
+    from edgec.configs import CalibrationConfig
+    from edgec.onnx_input import quantize_onnx
+
+    pre = dict(deploy=deploy, image_size=_int_list(image_size, "--image-size") if image_size else None,
+               resize=resize, mean=_numbers(mean, "--mean", float, "0.485,0.456,0.406") if mean else None,
+               std=_numbers(std, "--std", float, "0.229,0.224,0.225") if std else None, grayscale=grayscale)
+    calibration = CalibrationConfig(method=method, samples=samples)  # RecipeError for a bad --method
+    quantize_onnx(model, calib, out, preprocess=pre, samples=samples, accuracy_data=accuracy_data,
+                  flavours=[f.strip() for f in flavour.split(",") if f.strip()], calibration=calibration,
+                  accuracy_budget=accuracy_budget, max_float_layers=max_float_layers, progress=not quiet)
 
 
 report_app = typer.Typer(name="report", no_args_is_help=True, help="Reports across runs and devices.")

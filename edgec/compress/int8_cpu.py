@@ -24,8 +24,10 @@ FLAVOUR_CPUS: dict[str, str] = {
     "reduce_range": "every x86 and ARM CPU (7-bit weights: VPMADDUBSW pair sums fit int16)",
     "u8u8": "every x86 and ARM CPU (U8U8 kernel widens to int16 first)",
     "u8s8": "CPUs with VNNI or ARM; may saturate on x86 without VNNI",
+    "u8s8_reduce_range": "every x86 and ARM CPU (uint8 activations, 7-bit weights: pair sums fit int16); "
+                         "ONNX Runtime only (asymmetric activations)",
 }
-SAFE_EVERYWHERE = frozenset({"reduce_range", "u8u8"})
+SAFE_EVERYWHERE = frozenset({"reduce_range", "u8u8", "u8s8_reduce_range"})
 
 
 def int8_isa(cpu: dict[str, Any] | None = None) -> str:

@@ -126,6 +126,7 @@ FLAVOURS: dict[str, tuple[str, str, bool, bool, bool]] = {
     "reduce_range": ("QInt8", "QInt8", True, True, True),
     "u8u8": ("QUInt8", "QUInt8", False, False, False),
     "u8s8": ("QUInt8", "QInt8", False, True, False),
+    "u8s8_reduce_range": ("QUInt8", "QInt8", False, True, True),  # ORT's AVX2 recipe: 7-bit weights
 }
 
 

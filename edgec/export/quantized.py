@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from edgec.atomic import atomic_path
 from edgec.compare import compare
 from edgec.compress import calibrate  # calibrate.select_calibration_samples: looked up at call time (tests spy on it)
 from edgec.compress.int8_cpu import FLAVOUR_CPUS, choose_cpu_flavour, int8_isa
@@ -131,13 +132,15 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
 
 
 def post_training_int8(fp32_onnx: str | Path, out_dir: str | Path, train_x: np.ndarray,
-                       val: tuple[np.ndarray, np.ndarray], config: PtqConfig, *, seed: int = 0) -> dict[str, Any]:
+                       val: tuple[np.ndarray, np.ndarray], config: PtqConfig, *, seed: int = 0,
+                       more_cpu_flavours: tuple[str, ...] = ()) -> dict[str, Any]:
     """The PTQ stage's files: FP32 ONNX -> ``model.int8.onnx`` (S8S8, checked TensorRT-compatible) and
     ``model.int8.cpu.onnx`` in ``config.cpu_flavour`` (for ONNX Runtime on a CPU; a copy when that is
     S8S8 too), each calibrated on ``config.calibration.samples`` seeded training images and accuracy-aware
-    on ``val`` (:func:`edgec.compress.ptq_accuracy.quantize_within_budget`). Returns the stage's metrics
-    (``file``, ``tensorrt_file``, ``files`` with each file's flavour, CPUs, float layers, accuracy steps
-    and QDQ summary, ...).
+    on ``val`` (:func:`edgec.compress.ptq_accuracy.quantize_within_budget`). ``more_cpu_flavours`` adds
+    ``model.int8.<flavour>.onnx`` files (``edgec quantize --flavour a,b``, benchmarks). Returns the stage's
+    metrics (``file``, ``tensorrt_file``, ``files`` with each file's flavour, CPUs, float layers, accuracy
+    steps and QDQ summary, ...).
 
     Example:
         >>> m = post_training_int8("model.onnx", "out", x_train, (x_val, y_val), PtqConfig())
@@ -151,11 +154,14 @@ def post_training_int8(fp32_onnx: str | Path, out_dir: str | Path, train_x: np.n
                    batch_size=cal.batch_size)
     cpu_flavour = choose_cpu_flavour(config.cpu_flavour)
     files: dict[str, dict] = {}
-    for name, flavour, runtime in (("model.int8.onnx", "s8s8", "tensorrt"),
-                                   ("model.int8.cpu.onnx", cpu_flavour, "onnxruntime-cpu")):
+    extra = [choose_cpu_flavour(f) for f in more_cpu_flavours]
+    plan = [("model.int8.onnx", "s8s8", "tensorrt"), ("model.int8.cpu.onnx", cpu_flavour, "onnxruntime-cpu"),
+            *((f"model.int8.{f}.onnx", f, "onnxruntime-cpu") for f in dict.fromkeys(extra) if f not in (cpu_flavour, "s8s8"))]
+    for name, flavour, runtime in plan:
         out = out_dir / name
         if flavour == "s8s8" and files:  # the CPU file is the TensorRT file: same bytes
-            shutil.copyfile(out_dir / "model.int8.onnx", out)
+            with atomic_path(out) as tmp:
+                shutil.copyfile(out_dir / "model.int8.onnx", tmp)
             files[name] = {**files["model.int8.onnx"], "runtime": runtime}
         else:
             ptq = quantize_within_budget(fp32_onnx, out, calib, val[0], val[1], budget_points=config.accuracy_budget,
