@@ -30,6 +30,7 @@ from edgec.backends import get_backend
 from edgec.configs import (QUANTIZE_CLASSES, AugmentConfig, CalibrationConfig, Config, EngineConfig, PruneConfig, PtqConfig,
                            QuantizeConfig, TextTeacherConfig, TrainConfig, train_defaults)
 from edgec.errors import RecipeError
+from edgec.models import sources
 from edgec.registry import closest, did_you_mean
 
 SCHEMA_VERSION = 1
@@ -117,18 +118,38 @@ class DataSpec(Section):
 
 
 class ModelSection(Section):
+    """A model: a built-in family, ``torchvision:NAME``, ``timm:NAME`` or ``python:package.module:function``
+    (runs your code; see :mod:`edgec.models.sources`), its constructor ``params``, and where its first
+    weights come from: ``pretrained: true`` (the library's own, torchvision/timm) or ``weights: FILE``."""
+
     model: str
     params: dict[str, Any] = Field(default_factory=dict)
+    pretrained: bool = False
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, v: str) -> str:
+        return sources.check_name(v)
+
+    @model_validator(mode="after")
+    def _weights_source(self) -> ModelSection:
+        if self.pretrained and getattr(self, "weights", None):
+            raise ValueError("give either pretrained: true or weights: FILE, not both")
+        if self.pretrained and sources.kind(self.model) not in ("torchvision", "timm"):
+            raise ValueError(f"pretrained: true is for torchvision: and timm: models, not {self.model!r}: "
+                             "give a weights file instead")
+        return self
 
 
 class TeacherSpec(ModelSection):
     model: str = "teacher_cnn"
-    weights: str | None = None  # .safetensors / .pt state dict; skips training when given
+    weights: str | None = None  # .safetensors / .pt state dict of a trained teacher; skips training when given
     train: TrainConfig = train_defaults(epochs=15)
 
 
 class StudentSpec(ModelSection):
     model: str = "fitnet"
+    weights: str | None = None  # .safetensors / .pt state dict to start from (the student is still trained)
 
 
 class DistillSpec(Section):
@@ -379,9 +400,13 @@ def recipe_text(name_or_path: str | Path) -> tuple[str, str]:
 
 
 def load_recipe(name_or_path: str | Path = "digits", *, data_path: str | Path | None = None) -> Recipe:
-    """Load and validate a built-in recipe (by name) or a YAML file; ``data_path`` overrides ``data.path``."""
+    """Load and validate a built-in recipe (by name) or a YAML file; ``data_path`` overrides ``data.path``.
+
+    A recipe file's folder is added to the places ``python:`` models are imported from."""
     text, source = recipe_text(name_or_path)
     recipe = parse_recipe(_read_yaml(text, source), source=source)
+    if not source.startswith("builtin:"):  # `python:` models may live next to the recipe file
+        sources.add_search_dir(Path(source).parent)
     if data_path is not None:
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"path": str(data_path)})})
     return recipe

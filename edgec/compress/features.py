@@ -134,7 +134,8 @@ def make_regressor(guided_shape: Sequence[int], hint_shape: Sequence[int], relu:
     """A module mapping the guided layer's output (B, *guided_shape) to (B, *hint_shape).
 
     Feature maps (C, H, W): a convolution with :func:`regressor_kernel` (1x1 when the spatial
-    sizes match), as in the paper; vectors (D,): a Linear layer. ``relu`` appends a ReLU: "u_h and
+    sizes match), as in the paper; a guided map smaller than the hint is resized to it (bilinear)
+    and mapped by a 1x1 convolution; vectors (D,): a Linear layer. ``relu`` appends a ReLU: "u_h and
     r must be the same non-linearity" (Section 2.2), and our hints are ReLU outputs.
 
     Example:
@@ -142,9 +143,15 @@ def make_regressor(guided_shape: Sequence[int], hint_shape: Sequence[int], relu:
         Sequential((conv): Conv2d(8, 64, kernel_size=(3, 3), stride=(1, 1)), (relu): ReLU())
     """
     g, h = tuple(guided_shape), tuple(hint_shape)
-    if len(g) == 3 and len(h) == 3:
+    if len(g) == 3 and len(h) == 3 and all(gi >= hi for gi, hi in zip(g[1:], h[1:])):
         conv = nn.Conv2d(g[0], h[0], regressor_kernel(g[1:], h[1:]))  # valid: no padding
         layers: list[tuple[str, nn.Module]] = [("conv", conv)]
+    elif len(g) == 3 and len(h) == 3:
+        # A guided map smaller than the hint (common between unrelated architectures, e.g. a
+        # MobileNet student under a ResNet teacher): a valid convolution cannot grow it, so it is
+        # resized to the hint's size (bilinear) and mapped by a 1x1 convolution.
+        layers = [("resize", nn.Upsample(size=h[1:], mode="bilinear", align_corners=False)),
+                  ("conv", nn.Conv2d(g[0], h[0], 1))]
     elif len(g) == 1 and len(h) == 1:
         layers = [("linear", nn.Linear(g[0], h[0]))]
     else:

@@ -1,10 +1,12 @@
 """``ModelSpec``: everything needed to rebuild a model's architecture, as plain JSON-able data.
 
-A spec names a registered family, its params, and the data shape it was built for. It is what
+A spec names a model (a registered family, or an external source: ``torchvision:NAME``,
+``timm:NAME``, ``python:package.module:function``; see :mod:`edgec.models.sources`), its params, and
+the data shape it was built for. It is what
 model files carry (so loading never unpickles code), what stage keys hash, and what recipes
 describe. On construction the params are checked against the family and completed with its
-defaults, so a stored spec keeps meaning the same architecture even if a default changes later;
-tuples become lists, so a spec equals itself after a JSON round trip.
+defaults, so a stored spec keeps meaning the same architecture even if a default changes later
+(an external model's params are passed to its constructor as given); tuples become lists, so a spec equals itself after a JSON round trip.
 
 Example:
     >>> spec = ModelSpec("fitnet", {"widths": [16, 32, 64]}, in_channels=3, num_classes=10,
@@ -23,8 +25,8 @@ from typing import Any
 from torch import nn
 
 from edgec.errors import ModelError
-from edgec.models.registry import (check_int, check_params, create_model, model_params,
-                                   normalize_input_size, optional_params)
+from edgec.models import sources
+from edgec.models.registry import check_int, check_params, model_params, normalize_input_size, optional_params
 
 SPEC_VERSION = 1
 _FIELDS = ("name", "params", "in_channels", "num_classes", "input_size")
@@ -40,7 +42,7 @@ def _json_normalized(name: str, params: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class ModelSpec:
-    """A registered model family + params + input description (see the module docstring).
+    """A model (registered family or external source) + params + input description (see the module docstring).
 
     Example:
         >>> ModelSpec("teacher_cnn", {}, in_channels=1, num_classes=10, input_size=8).input_size
@@ -56,10 +58,17 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.params, dict):
             raise ModelError(f"model params must be a mapping, got {self.params!r}")
-        check_params(self.name, self.params)   # also rejects unknown names
         self.in_channels = check_int(self.name, "in_channels", self.in_channels)
         self.num_classes = check_int(self.name, "num_classes", self.num_classes)
         self.input_size = normalize_input_size(self.input_size)
+        if sources.is_external(self.name):
+            try:
+                sources.check_name(self.name)
+            except ValueError as exc:
+                raise ModelError(str(exc)) from None
+            self.params = _json_normalized(self.name, self.params)
+            return
+        check_params(self.name, self.params)   # also rejects unknown names
         # An unset optional param (e.g. channels=None) is dropped, so the spec (and the stage keys
         # hashed from it) of an unpruned model is the same whether or not it was written out.
         optional = optional_params(self.name)
@@ -72,8 +81,8 @@ class ModelSpec:
         Example:
             >>> ModelSpec("cifar_resnet", {"depth": 32}, 3, 10, (32, 32)).build()
         """
-        return create_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,
-                            input_size=self.input_size, **self.params)
+        return sources.build_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,
+                                   input_size=self.input_size, params=self.params)
 
     def input_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one input sample, e.g. for :func:`count_flops` or ONNX export.

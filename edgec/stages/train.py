@@ -15,8 +15,9 @@ from edgec import distributed
 from edgec.artifacts import StageWork, sha256_file
 from edgec.compress.distill import distill as run_distill
 from edgec.configs import TrainConfig
-from edgec.errors import ModelError, RecipeError
-from edgec.models import ModelSpec, count_flops, count_params, load_model, load_state_dict_file, save_model
+from edgec.console import say
+from edgec.errors import RecipeError
+from edgec.models import ModelSpec, count_flops, count_params, load_model, load_state_dict_file, save_model, sources
 from edgec.stages.defs import parent
 from edgec.train import evaluate, fit, set_seed
 
@@ -27,15 +28,47 @@ CHECKPOINT = "checkpoint*.pt"  # every training checkpoint (multi-stage methods 
 TEACHER, STUDENT = "teacher.safetensors", "student.safetensors"  # the model files of teacher / distill / prune
 
 
-def weights_digest(path: str | None) -> str | None:
-    """sha256 of user-given teacher weights, so replacing the file re-runs the teacher stage."""
+def weights_digest(path: str | None, role: str = "teacher") -> str | None:
+    """sha256 of user-given weights, so replacing the file re-runs the stage that reads it."""
     if path is None:
         return None
     p = Path(path)
     if not p.is_file():
-        raise RecipeError(f"teacher.weights: file not found: {p}",
-                          hint="give the path of a .safetensors or .pt state dict, or remove teacher.weights to train one")
+        raise RecipeError(f"{role}.weights: file not found: {p}",
+                          hint="give the path of a .safetensors or .pt state dict"
+                               + (", or remove teacher.weights to train one" if role == "teacher" else ""))
     return sha256_file(p)
+
+
+def model_key(section, role: str) -> dict[str, str | None]:
+    """What a model section adds to its training stage's cache key besides the section itself: the
+    digest of its weights file and, for a ``python:`` model, of the user's module source (editing
+    either re-runs the stage; machine paths stay out of the key)."""
+    key = {"weights_sha256": weights_digest(section.weights, role),
+           "model_source_sha256": sources.source_digest(section.model)}
+    # Unset entries stay out, so the keys of builds that use neither are unchanged (the teacher's
+    # weights entry has always been there).
+    return {k: v for k, v in key.items() if v is not None or (role == "teacher" and k == "weights_sha256")}
+
+
+def _initial_weights(section, spec: ModelSpec, model, role: str, *, trained: bool) -> None:
+    """Load the section's ``weights`` file or the library's pretrained weights into ``model``.
+
+    ``trained``: the weights are the final model (teacher.weights: training is skipped), so they
+    must fit exactly; otherwise they are a starting point, and a classifier for another class count
+    is left freshly initialised (it is trained)."""
+    if section.weights:
+        state, origin = load_state_dict_file(section.weights), f"{role}.weights {section.weights}"
+    elif section.pretrained:
+        say(f"{role}: {section.model}: loading the library's pretrained weights")
+        state, origin = sources.pretrained_state_dict(spec.name, in_channels=spec.in_channels,
+                                                      num_classes=spec.num_classes, params=spec.params), \
+            f"the pretrained {section.model}"
+    else:
+        return
+    for note in sources.load_weights(model, state, source=origin, num_classes=spec.num_classes,
+                                     allow_new_head=not trained):
+        say(f"{role}: {note}")
 
 
 def training_device(ctx: BuildContext):
@@ -109,20 +142,15 @@ def save_student(ctx: BuildContext, work: StageWork, model, spec, result=None) -
 
 
 def teacher(ctx: BuildContext, work: StageWork) -> None:
-    """Train the teacher on the recipe's data, or load ``teacher.weights`` (safetensors / .pt, weights only)."""
+    """Train the teacher on the recipe's data (from ``pretrained`` weights if asked), or load
+    ``teacher.weights`` (safetensors / .pt, weights only) and skip training."""
     r, ds = ctx.recipe, ctx.dataset
     spec = _spec(ctx, r.teacher)
-    model = build_seeded(ctx, spec).to(training_device(ctx))
+    model = build_seeded(ctx, spec)
     result = None
-    if r.teacher.weights:
-        state = load_state_dict_file(r.teacher.weights)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ModelError(f"teacher.weights {r.teacher.weights} do not fit model '{spec.name}' "
-                             f"with params {spec.params}: {str(exc).splitlines()[0]}",
-                             hint="set teacher.model/params to the architecture the weights were trained with") from None
-    else:
+    _initial_weights(r.teacher, spec, model, "teacher", trained=bool(r.teacher.weights))
+    model = model.to(training_device(ctx))
+    if not r.teacher.weights:
         work.scratch.add(CHECKPOINT)
         result = fit(model, (ds.train.x, ds.train.y), (ds.val.x, ds.val.y), train_config(r.teacher.train, r.seed),
                      workdir=work.path, description="teacher", progress=ctx.progress)
@@ -134,7 +162,9 @@ def distill(ctx: BuildContext, work: StageWork) -> None:
     """Train the student: distilled from the teacher (``distill.enabled``) or from labels alone."""
     r, ds = ctx.recipe, ctx.dataset
     spec = _spec(ctx, r.student)
-    student = build_seeded(ctx, spec).to(training_device(ctx))
+    student = build_seeded(ctx, spec)
+    _initial_weights(r.student, spec, student, "student", trained=False)
+    student = student.to(training_device(ctx))
     cfg = train_config(r.distill.train, r.seed)
     work.scratch.add(CHECKPOINT)
     train, val = (ds.train.x, ds.train.y), (ds.val.x, ds.val.y)

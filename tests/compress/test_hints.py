@@ -76,9 +76,17 @@ def test_regressor_shapes_on_registry_models(size, stage1_side, hint_side):
     guided = capture(s, x, ["features.stage1"])[0]["features.stage1"]
     assert wider.regressor(guided).shape == hint.shape
 
+    # A guided map smaller than the hint: a valid convolution cannot grow it, so the regressor
+    # resizes it to the hint's size and maps channels with a 1x1 convolution.
     smaller = FitNets(t, s, hint_layer="features.block1", guided_layer="features.stage3")
+    smaller.bind(x)
+    hint1 = capture(t, x, ["features.block1"])[0]["features.block1"]
+    guided3 = capture(s, x, ["features.stage3"])[0]["features.stage3"]
+    assert guided3.shape[-1] < hint1.shape[-1]
+    assert isinstance(smaller.regressor.resize, nn.Upsample) and smaller.regressor.conv.kernel_size == (1, 1)
+    assert smaller.regressor(guided3).shape == hint1.shape
     with pytest.raises(RecipeError, match="smaller than the teacher's hint"):
-        smaller.bind(x)
+        regressor_kernel((2, 2), (4, 4))  # the paper's valid-convolution rule itself still refuses
 
 
 def test_regressor_kernel_formula_and_vector_layers():
