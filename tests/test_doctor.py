@@ -117,6 +117,20 @@ def test_a_failing_probe_becomes_a_failed_check(monkeypatch):
     assert not c["ok"] and "driver exploded" in c["detail"] and c["hint"]
 
 
+def test_torchvision_that_does_not_load_next_to_this_torch_is_reported(monkeypatch, tmp_path):
+    """The known trap: PyPI's CUDA torchvision next to a CPU torch is installed but fails to import."""
+    pkg = tmp_path / "torchvision"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    c = doctor._torchvision()
+    assert not c.ok and "does not load next to torch" in c.detail and "torchvision::nms" in c.detail
+    assert "built for this torch" in c.hint
+    missing = doctor._found("no_such_vision_pkg", "x", "torchvision", "vision", "torchvision: model sources")
+    assert not missing.ok and "edgec[vision]" in missing.hint
+
+
 def test_render_returns_a_table_with_unmangled_hints(report):
     table = render(report)
     assert isinstance(table, Table) and len(table.rows) == len(report["checks"])
