@@ -78,8 +78,10 @@ def recipes(
     if show:
         typer.echo(recipe_text(show)[0], nl=False)
         return
-    for name, description in builtin_recipes().items():
-        console.print(f"[bold]{name:<14}[/] {description}", soft_wrap=True)
+    listed = builtin_recipes()
+    width = max(map(len, listed), default=0)
+    for name, description in listed.items():
+        console.print(f"[bold]{name:<{width}}[/] {description}", soft_wrap=True)
 
 
 @app.command()
