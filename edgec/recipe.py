@@ -129,6 +129,8 @@ class ModelSection(Section):
     @field_validator("model")
     @classmethod
     def _model_name(cls, v: str) -> str:
+        if isinstance(v, str) and v.startswith("onnx:") and v[5:].strip():  # edgec.stages.onnx_student
+            return v
         return sources.check_name(v)
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from edgec.artifacts import Artifact
 from edgec.bench.results import SCHEMA
 from edgec.compress.int8_cpu import int8_isa
 from edgec.data import load_dataset
-from edgec.stages import check, compress, convert, inputs, text, train
+from edgec.stages import check, compress, convert, inputs, onnx_student, text, train
 from edgec.stages.defs import ModelEntry, Outputs, StageDef, Task
 from edgec.text.data import load_sst2
 
@@ -150,6 +150,34 @@ IMAGES = Task(
     verify_hint="try quantize.calibration.method: entropy or percentile, more calibration "
                 "samples, or relax the verify tolerances if this is acceptable")
 
+# --- images with an ONNX student trained elsewhere (edgec.stages.onnx_student) -----------------------------
+# distill imports the file, export prepares it; no prune; the student is run by ONNX Runtime.
+
+
+def _onnx_chain() -> tuple[StageDef, ...]:
+    swap = {
+        "distill": StageDef("distill", onnx_student.import_student, parents=(),
+                            config=lambda ctx, arts: {"data_fingerprint": ctx.dataset.fingerprint,
+                                                      **onnx_student.student_key(ctx.recipe)},
+                            outputs=Outputs(files=(onnx_student.STUDENT_ONNX,), metrics=SIZE_METRICS,
+                                            optional=SIZE_OPTIONAL, model=onnx_student.STUDENT_ONNX)),
+        "export": StageDef("export", onnx_student.prepare_student, parents=("distill",), config=_export_config,
+                           outputs=Outputs(files=(convert.ONNX,), metrics=("parity", "io"), optional=("deploy_files",),
+                                           model=convert.ONNX)),
+    }
+    # the import runs first: a file that does not fit the data fails before the teacher trains
+    return (swap["distill"], *(swap.get(d.name, d) for d in IMAGE_CHAIN if d.name not in ("prune", "distill")))
+
+
+ONNX_STUDENT = Task(
+    name="images-onnx-student", load_dataset=_load_images, chain=_onnx_chain(), inputs=inputs.ImageInputs,
+    sample=IMAGES.sample, resolve_backend=engines.resolve_backend,
+    models=(ModelEntry("teacher", ("teacher",), "torch", ("teacher",)),
+            ModelEntry("student", ("distill",), "onnxruntime", ("distill",)),
+            ModelEntry("student_fp32_onnx", ("export",), "onnxruntime", ("distill",)),
+            ModelEntry("student_{kind}", ("quantize",), "onnxruntime", ("distill",))),
+    verify_hint=IMAGES.verify_hint)
+
 # --- text (SST-2, Tang et al.'s BERT -> BiLSTM distillation; see edgec.stages.text) ---------------------
 
 TEXT_MODELS = ("teacher", "distill", "export", "quantize?")
@@ -207,9 +235,13 @@ TEXT = Task(
             ModelEntry("student_{kind}", ("quantize",), "onnxruntime", ("distill",))),
     verify_hint="train the student longer or relax the verify tolerances if this is acceptable")
 
-TASKS = {"images": IMAGES, "text": TEXT}
+TASKS = {"images": IMAGES, "text": TEXT, "images-onnx-student": ONNX_STUDENT}
 
 
 def task_for(recipe: Recipe) -> Task:
-    """The task of a recipe: text for ``data.name: sst2`` (token ids, not images), else images."""
+    """The task of a recipe: text for ``data.name: sst2`` (token ids, not images), images with an ONNX
+    student for ``student.model: onnx:PATH`` (RecipeError where that cannot work), else images."""
+    if onnx_student.is_onnx_model(recipe.student.model):
+        onnx_student.check_onnx_recipe(recipe)
+        return ONNX_STUDENT
     return TEXT if recipe.data.name == "sst2" else IMAGES
