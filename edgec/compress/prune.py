@@ -17,9 +17,13 @@ runs with different criteria end at the same reduction. With ``num_steps`` the r
 reached in exactly that many steps, step i aiming at ``target ** (i / num_steps)`` (each step
 removes the same share of what is left), so different criteria get the same fine-tuning budget.
 
-Channels are removed for real (see :mod:`edgec.compress.prune_graph`): the result is a smaller
-dense model plus the :class:`ModelSpec` that rebuilds it (its ``channels`` param), ready for
-``save_model``. With
+Channels are removed for real: the result is a smaller dense model plus the :class:`ModelSpec`
+that rebuilds it, ready for ``save_model``. edgec's own families are walked by hand
+(:mod:`edgec.compress.prune_graph`; the spec's ``channels`` param gives the new widths); any other
+model (``torchvision:``, ``timm:``, ``python:``) goes through Torch-Pruning's dependency graph
+(:mod:`edgec.compress.prune_dg`: residual streams, depthwise convs and squeeze-excitation coupled;
+the spec's ``structure`` gives the new layer shapes). Both feed the same criterion, schedule and
+report. With
 ``round_to=8`` every pruned layer keeps a multiple of 8 channels (tensor-core friendly): maps
 are removed in chunks down to the next multiple, never below 8 (or below the original width when
 that is smaller), never above the original.
@@ -50,7 +54,8 @@ from torch import nn
 from edgec import distributed
 from edgec.compress.prune_criteria import (LossFn, check_criterion, criterion_scores, map_mflops,
                                            rank_scores)
-from edgec.compress.prune_graph import CostModel, channel_groups, remove_channels
+from edgec.compress.prune_dg import dg_channel_groups, dg_remove_channels, uses_dependency_graph
+from edgec.compress.prune_graph import CostModel, channel_groups, conv_widths, remove_channels
 from edgec.compress.prune_schedule import BatchStream, choose_maps, finetune_steps, min_widths
 from edgec.configs import PruneConfig
 from edgec.console import console
@@ -117,7 +122,10 @@ def prune(model: nn.Module, spec: ModelSpec, train: tuple[np.ndarray, np.ndarray
     shape = spec.input_shape()
     device = device_of(model)
     model = copy.deepcopy(model).eval()
-    groups = channel_groups(model)
+    graph = uses_dependency_graph(spec)
+    groups_of = (lambda m: dg_channel_groups(m, shape)) if graph else channel_groups
+    remove = dg_remove_channels if graph else remove_channels
+    groups = groups_of(model)
     cost = CostModel(model, groups, shape)
     sizes = {g.name: g.size for g in groups}
     base_flops, base_params = cost.flops(sizes), cost.params(sizes)
@@ -156,8 +164,8 @@ def prune(model: nn.Module, spec: ModelSpec, train: tuple[np.ndarray, np.ndarray
             stopped = "no prunable maps left (every layer is at its minimum width)"
             break
         previous = (model, spec, sizes)
-        model, spec = remove_channels(model, spec, groups, keep)
-        groups = channel_groups(model)
+        model, spec = remove(model, spec, groups, keep)
+        groups = groups_of(model)
         sizes = {g.name: g.size for g in groups}
         # Accuracy right after removal, before fine-tuning: how much the criterion's choice costs
         # (the paper's Fig. 3 view); then after fine-tuning: what the schedule keeps.
@@ -171,7 +179,7 @@ def prune(model: nn.Module, spec: ModelSpec, train: tuple[np.ndarray, np.ndarray
                "val_accuracy_pruned": acc_pruned, "val_accuracy": acc}
         if max_accuracy_drop is not None and base_acc - acc > max_accuracy_drop:
             model, spec, sizes = previous
-            groups = channel_groups(model)
+            groups = groups_of(model)
             stopped = (f"accuracy budget: step {row['step']} dropped val_acc to {acc:.2%} "
                        f"(> {max_accuracy_drop:.2%} below {base_acc:.2%}); undone")
             say(stopped)
@@ -198,8 +206,11 @@ def prune(model: nn.Module, spec: ModelSpec, train: tuple[np.ndarray, np.ndarray
                   "val_accuracy": final_acc},
         "flops_ratio": cost.flops(sizes) / base_flops,
         "params_ratio": cost.params(sizes) / base_params,
-        "channels": spec.params.get("channels", {}), "steps": steps, "final_finetune": history,
-        "residual": "coupled: residual streams are pruned as one group per stage",
+        "channels": spec.params.get("channels") or conv_widths(model), "steps": steps,
+        "final_finetune": history,
+        "coupling": ("Torch-Pruning dependency graph: residual adds, depthwise convs and SE gates "
+                     "pruned with the maps they share" if graph else
+                     "edgec's own walk: residual streams are pruned as one group per stage"),
         "seconds": time.perf_counter() - t0,
     }
     say(f"done ({stopped}): FLOPs {report['flops_ratio']:.1%}, params {report['params_ratio']:.1%},"

@@ -27,6 +27,7 @@ from torch import nn
 from edgec.errors import ModelError
 from edgec.models import sources
 from edgec.models.registry import check_int, check_params, model_params, normalize_input_size, optional_params
+from edgec.models.structure import apply_structure
 
 SPEC_VERSION = 1
 _FIELDS = ("name", "params", "in_channels", "num_classes", "input_size")
@@ -54,10 +55,16 @@ class ModelSpec:
     in_channels: int
     num_classes: int
     input_size: tuple[int, int]
+    # Pruned external models: per-module shapes (edgec.models.structure); None = as built.
+    structure: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.params, dict):
             raise ModelError(f"model params must be a mapping, got {self.params!r}")
+        if self.structure is not None:
+            if not isinstance(self.structure, dict):
+                raise ModelError(f"model structure must be a mapping, got {self.structure!r}")
+            self.structure = _json_normalized(self.name, self.structure)
         self.in_channels = check_int(self.name, "in_channels", self.in_channels)
         self.num_classes = check_int(self.name, "num_classes", self.num_classes)
         self.input_size = normalize_input_size(self.input_size)
@@ -81,8 +88,9 @@ class ModelSpec:
         Example:
             >>> ModelSpec("cifar_resnet", {"depth": 32}, 3, 10, (32, 32)).build()
         """
-        return sources.build_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,
-                                   input_size=self.input_size, params=self.params)
+        model = sources.build_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,
+                                    input_size=self.input_size, params=self.params)
+        return model if self.structure is None else apply_structure(model, self.structure)
 
     def input_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one input sample, e.g. for :func:`count_flops` or ONNX export.
@@ -101,7 +109,8 @@ class ModelSpec:
         """
         return {"version": SPEC_VERSION, "name": self.name, "params": dict(self.params),
                 "in_channels": self.in_channels, "num_classes": self.num_classes,
-                "input_size": list(self.input_size)}
+                "input_size": list(self.input_size),
+                **({} if self.structure is None else {"structure": self.structure})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
@@ -119,9 +128,9 @@ class ModelSpec:
                              f"(this edgec reads version {SPEC_VERSION})",
                              hint="load it with the edgec version that wrote it, or re-export it")
         missing = [k for k in _FIELDS if k not in d]
-        unknown = [k for k in d if k not in (*_FIELDS, "version")]
+        unknown = [k for k in d if k not in (*_FIELDS, "version", "structure")]
         if missing or unknown:
             raise ModelError(f"malformed model spec: missing {missing}, unknown {unknown}",
                              hint=f"a spec has exactly the keys {list(_FIELDS)}")
         return cls(name=d["name"], params=d["params"], in_channels=d["in_channels"],
-                   num_classes=d["num_classes"], input_size=d["input_size"])
+                   num_classes=d["num_classes"], input_size=d["input_size"], structure=d.get("structure"))
