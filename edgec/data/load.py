@@ -18,7 +18,7 @@ from edgec.registry import Registry
 from .cifar10 import read_cifar10
 from .dataset import Dataset, RawData
 from .digits import read_digits
-from .imagefolder import load_imagefolder
+from .imagefolder_load import load_imagefolder
 from .mnist import read_mnist
 from .splits import build_dataset
 from .synthetic import check_params, make_synthetic

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from edgec.data import Preprocess, list_images, load_dataset, preprocess_image, write_imagefolder
-from edgec.data.imagefolder import decode_image, load_imagefolder, scan
+from edgec.data.imagefolder import decode_image
+from edgec.data.imagefolder_load import load_imagefolder, scan
 from edgec.data.splits import split_indices
 from edgec.errors import DataError, RecipeError
 from edgec.recipe import parse_recipe
