@@ -186,3 +186,30 @@ def test_groups_that_remap_indices_or_reach_the_output_are_left_whole():
     cost = CostModel(model, groups, (3, 8, 8))
     assert cost.flops({"mid.0": 3}) == count_flops(small, (3, 8, 8))   # a conv consumer that is not pruned
     assert small_spec.build().mid[0].out_channels == 3
+
+
+@pytest.mark.slow   # a whole build: ~20 s of CPU
+def test_recipe_prunes_a_python_model_student(tmp_path):
+    """``prune: {enabled: true}`` in a recipe whose student is the user's own ResNet (``python:``):
+    the pruned student is saved with its structure, exported smaller, verified and deployed."""
+    from edgec.pipeline import build
+    from tests.pipeline_helpers import write_recipe
+
+    recipe = write_recipe(
+        tmp_path, student={"model": "python:tests.realistic_models:resnet", "params": {"widths": [8, 16], "blocks": 1}},
+        prune={"enabled": True, "target_flops": 0.5, "finetune_batches": 5, "criterion_batches": 2,
+               "train": {"epochs": 1}})
+    result = build(recipe, out=tmp_path / "run", progress=False)
+    arts = result.artifacts
+    assert "prune" in result.ran
+    small, spec = load_model(arts["prune"].file("student.safetensors"))
+    unpruned, unpruned_spec = load_model(arts["distill"].file("student.safetensors"))
+    assert spec.structure and unpruned_spec.structure is None and spec.name == unpruned_spec.name
+    report = arts["prune"].metrics["prune"]
+    assert report["flops_ratio"] <= 0.5 and "dependency graph" in report["coupling"]
+    assert count_flops(small, spec.input_shape()) <= 0.5 * count_flops(unpruned, spec.input_shape())
+    deployed = tmp_path / "run" / "deploy" / "model.onnx"
+    session = ort.InferenceSession(str(deployed), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(2, 1, 8, 8)).astype(np.float32)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, small(torch.from_numpy(x)).detach().numpy(), atol=1e-4, rtol=1e-4)
