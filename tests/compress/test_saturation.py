@@ -78,7 +78,7 @@ def test_cpu_detection_and_flavour_choice():
     assert int8_isa({"arch": "aarch64", "flags": {"dotprod": True}}) == "arm-dotprod"
     assert int8_isa({"arch": "riscv64", "flags": {}}) == "other"
     assert int8_isa() in ("x86-vnni", "x86-avx2", "arm-dotprod", "arm", "other")
-    assert choose_cpu_flavour("auto", "x86-avx2") == "reduce_range"
+    assert choose_cpu_flavour("auto", "x86-avx2") == "u8s8_reduce_range"
     assert choose_cpu_flavour("auto", "other") == "reduce_range"
     assert choose_cpu_flavour("auto", "x86-vnni") == "s8s8"
     assert choose_cpu_flavour("u8u8", "x86-vnni") == "u8u8"
@@ -94,3 +94,40 @@ def test_predicted_avx2_outputs(big_first_layer):
     s8 = quantize_qdq(fp32, folder / "p_s8.onnx", x[:64], method="minmax", flavour="s8s8")
     ref, pred = reference_logits(s8, xs), predict_avx2_logits(s8, xs)
     assert pred.shape == ref.shape and np.abs(pred - ref).max() > 0.05 * np.abs(ref).max()
+
+
+class _DepthwiseResidual(nn.Module):
+    """conv -> depthwise conv -> 1x1 conv whose input also feeds a residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.dw = nn.Conv2d(4, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.c2, self.fc = nn.Conv2d(16, 16, 1), nn.Linear(16 * 8 * 8, 10)
+
+    def forward(self, x):
+        b = torch.relu(self.dw(torch.relu(self.c1(x))))
+        return self.fc(torch.relu(self.c2(b) + b).flatten(1))
+
+
+def test_depthwise_and_unfused_layers_are_not_vpmaddubsw(tmp_path):
+    """What ONNX Runtime really runs (checked on an AVX2-only EPYC, benchmarks/avx2_emulation_check.py):
+    depthwise convs take MLAS's int16 depthwise kernel, and a conv whose input DequantizeLinear also feeds
+    a residual add is not fused into QLinearConv, so it runs in float. Neither saturates."""
+    torch.manual_seed(0)
+    model = _DepthwiseResidual().eval()
+    with torch.no_grad():
+        model.dw.weight.mul_(8.0)  # large depthwise weights: as VPMADDUBSW pairs these would saturate
+    x = np.abs(np.random.default_rng(0).normal(size=(64, 4, 8, 8))).astype(np.float32) * 3
+    fp32 = export_onnx(model, (4, 8, 8), tmp_path / "model.onnx", exporter="torchscript")
+    s8 = quantize_qdq(fp32, tmp_path / "s8.onnx", x[:32], method="minmax", flavour="s8s8")
+    import onnx
+    from edgec.compress.saturation import ort_float_layers
+    m = onnx.load(s8)
+    c2 = next(n.output[0] for n in m.graph.node if n.op_type == "Conv" and n.input[1].startswith("c2."))
+    assert ort_float_layers(m) == {c2}
+    report = predict_saturation(s8, x[32:], max_samples=16)
+    kinds = {lay["node"]: lay["kernel"] for lay in report["layers"]}
+    assert "depthwise (int16, VPMADDWD)" in kinds.values()
+    assert len(report["layers"]) == 3  # c1, dw, fc; c2 runs in float
+    dw = next(lay for lay in report["layers"] if lay["kernel"].startswith("depthwise"))
+    assert dw["saturated_fraction"] == 0.0 and dw["output_error"] == 0.0
