@@ -115,8 +115,11 @@ def add_search_dir(folder: str | Path) -> None:
 
 @contextmanager
 def _search_path() -> Iterator[None]:
-    added = [d for d in (*_SEARCH_DIRS, str(Path.cwd())) if d not in sys.path]
-    sys.path[:0] = added
+    first = [d for d in _SEARCH_DIRS if d not in sys.path]
+    last = [d for d in (str(Path.cwd()),) if d not in sys.path and d not in first]
+    sys.path[:0] = first
+    sys.path.extend(last)
+    added = first + last
     try:
         yield
     finally:
