@@ -253,3 +253,19 @@ def test_builtin_image_sets_record_their_preprocess():
     assert ds.preprocess["image_size"] == [8, 8] and ds.preprocess["channels"] == 1
     assert ds.preprocess["mean"] == list(ds.mean)
     assert load_dataset("synthetic", synthetic={"n": 50, "shape": [2, 4, 4]}).preprocess is None
+
+
+def test_make_imagefolder_benchmark_script_writes_train_and_test_folders(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_imagefolder", Path(__file__).resolve().parents[2] / "benchmarks" / "make_imagefolder.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    info = module.make_imagefolder(tmp_path / "digits", source="digits", size=12, limit=100, rgb=True)
+    assert info["images"] == {"train": 100, "test": 17} and not info["official_test"]
+    ds = load_dataset("imagefolder", tmp_path / "digits", seed=0)
+    assert ds.test_is_official and len(ds.test) == 17 and len(ds.train) + len(ds.val) == 100
+    assert ds.input_shape == (3, 12, 12) and ds.labels == [str(i) for i in range(10)]
+    with pytest.raises(FileExistsError):
+        module.make_imagefolder(tmp_path / "digits", source="digits", limit=20)
