@@ -371,7 +371,8 @@ def quantize_onnx(model: str | Path, calib: str | Path, out: str | Path | None =
     if config.calibration.samples > len(x_cal):
         config = config.model_copy(update={"calibration": config.calibration.model_copy(update={"samples": len(x_cal)})})
     metrics = post_training_int8(fp32, dest, x_cal, (x_val, y_val), config, seed=seed,
-                                 more_cpu_flavours=tuple(flavours[1:]))
+                                 more_cpu_flavours=tuple(flavours[1:]),
+                                 score="val accuracy" if accuracy_data is not None else "top-1 agreement")
     io = describe_io(fp32)
     int8: dict[str, Any] = {}
     for name, desc in metrics["files"].items():

@@ -9,7 +9,12 @@ Example:
     >>> int8_isa({"arch": "x86_64", "flags": {"avx2": True, "avx512_vnni": False, "avx_vnni": False}})
     'x86-avx2'
     >>> choose_cpu_flavour("auto", "x86-avx2")
-    'reduce_range'
+    'u8s8_reduce_range'
+
+Measured on a 2-core AVX2-only EPYC (``benchmarks/results/realistic.json``, docs/quantize_onnx.md): with
+ONNX Runtime 1.32, S8S8 and ``reduce_range`` (int8 activations) are slower than FP32 there, while uint8
+activations with 7-bit weights (``u8s8_reduce_range``) run as fast as ONNX Runtime's own U8S8 recipe and
+cannot saturate: ``auto``'s choice on x86 without VNNI.
 """
 
 from __future__ import annotations
@@ -45,11 +50,14 @@ def int8_isa(cpu: dict[str, Any] | None = None) -> str:
 
 def choose_cpu_flavour(setting: str, isa: str | None = None) -> str:
     """The flavour of the ONNX Runtime CPU file: ``setting`` itself, or for ``auto`` S8S8 where this CPU
-    cannot saturate (VNNI, ARM) and ``reduce_range`` elsewhere (x86 without VNNI, unknown CPUs)."""
+    cannot saturate (VNNI, ARM), ``u8s8_reduce_range`` on x86 without VNNI (the fastest flavour there that
+    cannot saturate) and ``reduce_range`` on unknown CPUs."""
     if setting != "auto":
         return setting
     isa = isa or int8_isa()
-    return "s8s8" if isa in ("x86-vnni", "arm-dotprod", "arm") else "reduce_range"
+    if isa in ("x86-vnni", "arm-dotprod", "arm"):
+        return "s8s8"
+    return "u8s8_reduce_range" if isa == "x86-avx2" else "reduce_range"
 
 
 __all__ = ["FLAVOUR_CPUS", "SAFE_EVERYWHERE", "choose_cpu_flavour", "int8_isa"]

@@ -133,12 +133,13 @@ def quantize_for_deployment(student: nn.Module, train: tuple[np.ndarray, np.ndar
 
 def post_training_int8(fp32_onnx: str | Path, out_dir: str | Path, train_x: np.ndarray,
                        val: tuple[np.ndarray, np.ndarray], config: PtqConfig, *, seed: int = 0,
-                       more_cpu_flavours: tuple[str, ...] = ()) -> dict[str, Any]:
+                       more_cpu_flavours: tuple[str, ...] = (), score: str = "val accuracy") -> dict[str, Any]:
     """The PTQ stage's files: FP32 ONNX -> ``model.int8.onnx`` (S8S8, checked TensorRT-compatible) and
     ``model.int8.cpu.onnx`` in ``config.cpu_flavour`` (for ONNX Runtime on a CPU; a copy when that is
     S8S8 too), each calibrated on ``config.calibration.samples`` seeded training images and accuracy-aware
     on ``val`` (:func:`edgec.compress.ptq_accuracy.quantize_within_budget`). ``more_cpu_flavours`` adds
-    ``model.int8.<flavour>.onnx`` files (``edgec quantize --flavour a,b``, benchmarks). Returns the stage's
+    ``model.int8.<flavour>.onnx`` files (``edgec quantize --flavour a,b``, benchmarks); ``score`` names what
+    ``val`` measures in the progress lines (edgec quantize without labels: agreement with FP32). Returns the stage's
     metrics (``file``, ``tensorrt_file``, ``files`` with each file's flavour, CPUs, float layers, accuracy
     steps and QDQ summary, ...).
 
@@ -172,7 +173,7 @@ def post_training_int8(fp32_onnx: str | Path, out_dir: str | Path, train_x: np.n
             assert_tensorrt_qdq(out)  # symmetric INT8 files must stay TensorRT-compatible
         files[name]["qdq"] = qdq_summary(out)
         steps = " -> ".join(f"{s['val_accuracy']:.4f}" for s in files[name]["steps"])
-        say(f"  {name} ({flavour}, {runtime}): val accuracy FP32 {files[name]['fp32_val_accuracy']:.4f}, "
+        say(f"  {name} ({flavour}, {runtime}): {score} FP32 {files[name]['fp32_val_accuracy']:.4f}, "
             f"INT8 {steps}; float layers: {', '.join(files[name]['float_layers']) or 'none'}")
     return dict(kind="int8", file="model.int8.cpu.onnx", tensorrt_file="model.int8.onnx", method="ptq",
                 bits=8, cpu_flavour=cpu_flavour, cpu_flavour_setting=config.cpu_flavour,
