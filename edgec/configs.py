@@ -173,9 +173,9 @@ class PtqConfig(_QuantizeBase):
     Accuracy-aware (:mod:`edgec.compress.ptq_accuracy`): INT8 within ``accuracy_budget`` points of
     FP32 on the validation split, else up to ``max_float_layers`` most sensitive layers stay in
     float. ``cpu_flavour``: the INT8 file for ONNX Runtime on a CPU (``model.int8.cpu.onnx``;
-    ``model.int8.onnx`` stays S8S8 for TensorRT): ``reduce_range`` (7-bit weights) and ``u8u8``
-    cannot saturate x86 CPUs without VNNI; ``auto`` picks s8s8 on CPUs with VNNI / ARM dot product
-    and reduce_range elsewhere.
+    ``model.int8.onnx`` stays S8S8 for TensorRT): ``reduce_range`` (7-bit weights), ``u8u8`` and
+    ``u8s8_reduce_range`` cannot saturate x86 CPUs without VNNI; ``auto`` picks s8s8 on CPUs with VNNI /
+    ARM dot product, u8s8_reduce_range on x86 without VNNI and reduce_range elsewhere.
     """
 
     method: Literal["ptq"] = "ptq"
