@@ -1,6 +1,8 @@
-"""Recipes starting from an ONNX student trained elsewhere (``student: {model: "onnx:PATH"}``): distill and
-prune are skipped, the file goes to quantize, verify, bench, the report and deploy/; what cannot work
-with an ONNX student (pruning, FitNets hints, quantized training) is a RecipeError saying why."""
+"""Recipes starting from ONNX models trained elsewhere: an ONNX student (``student: {model: "onnx:PATH"}``)
+skips distill and prune and goes to quantize, verify, bench, the report and deploy/; an ONNX teacher is not
+trained and the student is distilled from its ONNX Runtime logits. What cannot work (pruning, FitNets
+hints, quantized training of an ONNX student; feature distillation from an ONNX teacher) is a RecipeError
+saying why."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from edgec.data import load_dataset
 from edgec.errors import DataError, RecipeError
 from edgec.pipeline import build
 from edgec.recipe import load_recipe
-from edgec.stages import task_for
+from edgec.stages import onnx_student, task_for
 from tests.pipeline_helpers import TINY, write_recipe
 from tests.realistic_models import resnet
 
@@ -74,6 +76,23 @@ def test_what_an_onnx_student_cannot_do_is_a_recipe_error(tmp_path, override, wh
     with pytest.raises(RecipeError, match=why) as err:
         task_for(recipe)
     assert "ONNX student" in err.value.message
+
+
+@pytest.mark.slow  # a KD run: ~30 s on 2 cores
+def test_a_build_distilled_from_an_onnx_teacher(tmp_path, monkeypatch):
+    teacher = _train_student(tmp_path / "teacher.onnx")
+    calls = []
+    real = onnx_student.OnnxTeacher.forward
+    monkeypatch.setattr(onnx_student.OnnxTeacher, "forward", lambda self, x: calls.append(len(x)) or real(self, x))
+    recipe = write_recipe(tmp_path, teacher={"model": f"onnx:{teacher}"}, bench={"enabled": False})
+    result = build(recipe, out=tmp_path / "run", progress=False)
+    models = result.report["models"]
+    assert models["teacher"]["runtime"] == "onnxruntime" and models["teacher"]["file"].endswith("teacher.onnx")
+    assert models["teacher"]["accuracy"] > 0.5 and models["student"]["runtime"] == "torch"
+    assert sum(calls) >= 2 * 420  # KD read the ONNX teacher's logits for every training image, each epoch
+    assert not list((tmp_path / "run").glob("teacher-*/checkpoint*"))  # nothing was trained for the teacher
+    with pytest.raises(RecipeError, match="not the intermediate features"):
+        task_for(load_recipe(write_recipe(tmp_path, teacher={"model": "onnx:t.onnx"}, distill={"method": "fitnets"})))
 
 
 def test_an_onnx_student_must_fit_the_data(tmp_path):

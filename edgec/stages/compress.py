@@ -16,8 +16,7 @@ from edgec.compress.qdq_unsigned import to_unsigned_qdq
 from edgec.console import say
 from edgec.export.quantized import quantize_for_deployment
 from edgec.models import load_model
-from edgec.stages.defs import parent
-from edgec.stages.train import CHECKPOINT, STUDENT, TEACHER, save_student, train_config, training_device
+from edgec.stages.train import CHECKPOINT, STUDENT, load_teacher, save_student, train_config, training_device
 from edgec.train import set_seed
 
 if TYPE_CHECKING:
@@ -32,8 +31,7 @@ def student_parent(work: StageWork) -> Artifact:
 
 def _kd_loss(ctx: BuildContext, work: StageWork, student):
     """The recipe's logit-KD loss against the teacher, for fine-tuning a compressed student."""
-    teacher, _ = load_model(parent(work, "teacher").file(TEACHER))
-    teacher = teacher.to(next(student.parameters()).device)
+    teacher = load_teacher(ctx, work).to(next(student.parameters()).device)
     params = {k: v for k, v in ctx.recipe.distill.params.items() if k in ("temperature", "alpha")}
     return make_distill_method("kd", teacher, student, **params).loss_fn()
 

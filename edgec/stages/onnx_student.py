@@ -1,4 +1,9 @@
-"""Recipes whose student is an ONNX file trained elsewhere: ``student: {model: "onnx:path/student.onnx"}``.
+"""Recipes starting from ONNX files trained elsewhere: ``student: {model: "onnx:path/student.onnx"}`` and/or
+``teacher: {model: "onnx:path/teacher.onnx"}``.
+
+An ONNX teacher is imported instead of trained (:func:`import_teacher`, the ``teacher`` stage) and KD
+reads its logits from ONNX Runtime (:class:`OnnxTeacher`, wherever the build loads the teacher); only
+logit distillation works (``distill.method: kd``), since ONNX gives no intermediate features.
 
 The student is already trained, so distillation and pruning are skipped; the chain is the image chain
 with two stages swapped (:data:`edgec.stages.tasks.ONNX_STUDENT`):
@@ -11,7 +16,7 @@ with two stages swapped (:data:`edgec.stages.tasks.ONNX_STUDENT`):
   folded, opset >= 13) and its parity with the user's file on test images.
 
 Quantize (PTQ only), engine, verify, bench, report and ``deploy/`` are the image chain's. The teacher
-is trained as usual (the report compares against it); the ONNX student reads the recipe's data as
+is trained as usual unless it is ONNX too (the report compares against it); the ONNX student reads the recipe's data as
 edgec prepares it, so its normalisation must be what the model was trained with. What an ONNX
 student cannot do (prune, FitNets hints, quantized training) is a RecipeError before anything runs
 (:func:`onnx_student_problems`).
@@ -30,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
+import torch
+from torch import nn
 
 from edgec.artifacts import StageWork, sha256_file
 from edgec.atomic import atomic_path
@@ -37,7 +44,7 @@ from edgec.compare import compare
 from edgec.compress.ptq_accuracy import reference_logits
 from edgec.console import say
 from edgec.errors import DataError, RecipeError, VerificationFailed
-from edgec.onnx_files import describe_io, load_onnx
+from edgec.onnx_files import describe_io, load_onnx, ort_session
 from edgec.onnx_input import inspect_onnx, prepare_fp32
 from edgec.stages.defs import parent
 
@@ -47,6 +54,7 @@ if TYPE_CHECKING:
 
 PREFIX = "onnx:"
 STUDENT_ONNX = "student.onnx"  # the user's file as the build keeps it (the distill stage's model)
+TEACHER_ONNX = "teacher.onnx"  # an ONNX teacher's copy (the teacher stage's model)
 PARITY_SAMPLES = 256
 
 
@@ -58,6 +66,23 @@ def is_onnx_model(name: str) -> bool:
 def onnx_path(name: str) -> Path:
     """The file of an ``onnx:PATH`` model name (relative paths from the current folder, as ``weights``)."""
     return Path(name[len(PREFIX):])
+
+
+def onnx_teacher_problems(recipe: Recipe) -> list[str]:
+    """Why ``recipe`` cannot run with its ONNX teacher (empty when it can, or when the teacher is not ONNX)."""
+    if not is_onnx_model(recipe.teacher.model):
+        return []
+    problems = []
+    uses_teacher = (recipe.distill.enabled and not is_onnx_model(recipe.student.model)) or (
+        recipe.prune.enabled and recipe.prune.distill) or getattr(recipe.quantize, "distill", False)
+    if uses_teacher and recipe.distill.method != "kd":
+        problems.append(f"distill.method {recipe.distill.method}: an ONNX teacher gives logits only (ONNX Runtime), "
+                        "not the intermediate features FitNets/feature methods match; use distill.method: kd")
+    if recipe.teacher.weights or recipe.teacher.pretrained:
+        problems.append("teacher.weights/pretrained: the ONNX file holds the teacher's weights")
+    if recipe.data.name == "sst2":
+        problems.append("ONNX teachers are image classifiers here; text recipes fine-tune their BERT teacher")
+    return problems
 
 
 def onnx_student_problems(recipe: Recipe) -> list[str]:
@@ -84,17 +109,20 @@ def onnx_student_problems(recipe: Recipe) -> list[str]:
 
 
 def check_onnx_recipe(recipe: Recipe) -> None:
-    """RecipeError listing every problem of :func:`onnx_student_problems`."""
-    problems = onnx_student_problems(recipe)
-    if problems:
-        raise RecipeError(f"student.model {recipe.student.model!r}: " + "; ".join(problems),
-                          hint="an ONNX student goes straight to quantize (ptq), verify and bench")
+    """RecipeError listing every problem of :func:`onnx_teacher_problems` and :func:`onnx_student_problems`."""
+    for role, problems, hint in (
+            ("teacher", onnx_teacher_problems(recipe), "an ONNX teacher is not trained; the student learns from "
+                                                       "its logits (distill.method: kd)"),
+            ("student", onnx_student_problems(recipe), "an ONNX student goes straight to quantize (ptq), verify "
+                                                       "and bench")):
+        if problems:
+            raise RecipeError(f"{role}.model {getattr(recipe, role).model!r}: " + "; ".join(problems), hint=hint)
 
 
-def student_key(recipe: Recipe) -> dict[str, Any]:
-    """The import stage's cache key: the section and the file's bytes (not its path on this machine)."""
-    path = onnx_path(recipe.student.model)
-    return {"student": recipe.section("student"), "student_onnx_sha256": sha256_file(path) if path.is_file() else None}
+def model_key(recipe: Recipe, role: str) -> dict[str, Any]:
+    """An import stage's cache key: the section and the file's bytes (not its path on this machine)."""
+    path = onnx_path(getattr(recipe, role).model)
+    return {role: recipe.section(role), f"{role}_onnx_sha256": sha256_file(path) if path.is_file() else None}
 
 
 def _macs(model: onnx.ModelProto) -> int:
@@ -120,9 +148,10 @@ def _transposed(node: onnx.NodeProto) -> bool:
     return any(a.name == "transB" and a.i for a in node.attribute)
 
 
-def import_student(ctx: BuildContext, work: StageWork) -> None:
-    """Check the ONNX student against the recipe's data and keep a copy (the ``distill`` stage's model)."""
-    name = ctx.recipe.student.model
+def _import(ctx: BuildContext, work: StageWork, role: str, file: str) -> str:
+    """Check the ONNX ``role`` (teacher/student) model against the recipe's data, keep a copy as ``file``
+    (external data inlined) and record its parameters, MACs and validation accuracy. Returns a summary."""
+    name = getattr(ctx.recipe, role).model
     path = onnx_path(name)
     info = inspect_onnx(path)
     ds = ctx.dataset
@@ -130,22 +159,61 @@ def import_student(ctx: BuildContext, work: StageWork) -> None:
     got = tuple(info.input_shape[1:])
     fits = all(g is None or g == w for g, w in zip(got, want))
     if not fits:
-        raise DataError(f"student {name}: input {list(info.input_shape)} does not take the recipe's images "
+        raise DataError(f"{role} {name}: input {list(info.input_shape)} does not take the recipe's images "
                         f"{list(want)} (channels, height, width)",
                         hint="use data settings (image_size, grayscale) that give the model's input shape")
     if info.num_classes is not None and info.num_classes != ds.num_classes:
-        raise DataError(f"student {name} has {info.num_classes} outputs but the data has {ds.num_classes} classes",
-                        hint="the student must be trained on the same classes, in sorted folder-name order")
+        raise DataError(f"{role} {name} has {info.num_classes} outputs but the data has {ds.num_classes} classes",
+                        hint=f"the {role} must be trained on the same classes, in sorted folder-name order")
     model = load_onnx(path)  # external data (checked to lie beside the file) is inlined into the copy
-    with atomic_path(work.path / STUDENT_ONNX) as tmp:
+    with atomic_path(work.path / file) as tmp:
         onnx.save(model, str(tmp))
-    logits = reference_logits(work.path / STUDENT_ONNX, ds.val.x)
+    logits = reference_logits(work.path / file, ds.val.x)
     val_acc = float((logits.argmax(1) == ds.val.y).mean())
     params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
     flops = _macs(model)
     work.metrics.update(params=params, flops=flops, val_accuracy=val_acc, model=name)
-    say(f"  student {path.name} (ONNX, trained elsewhere: distill and prune skipped): {params:,} parameters, "
-        f"{flops:,} MACs, val accuracy {val_acc:.4f}")
+    return f"{role} {path.name} (ONNX): {params:,} parameters, {flops:,} MACs, val accuracy {val_acc:.4f}"
+
+
+def import_student(ctx: BuildContext, work: StageWork) -> None:
+    """Check the ONNX student against the recipe's data and keep a copy (the ``distill`` stage's model)."""
+    say(f"  {_import(ctx, work, 'student', STUDENT_ONNX)}; trained elsewhere: distill and prune skipped")
+
+
+def import_teacher(ctx: BuildContext, work: StageWork) -> None:
+    """Check the ONNX teacher against the recipe's data and keep a copy (the ``teacher`` stage's model):
+    it is not trained; distillation reads its logits from ONNX Runtime (:class:`OnnxTeacher`)."""
+    say(f"  {_import(ctx, work, 'teacher', TEACHER_ONNX)}; not trained here: its logits come from ONNX Runtime")
+
+
+class OnnxTeacher(nn.Module):
+    """An ONNX teacher as a module for logit distillation: ``forward(x)`` runs ONNX Runtime on the CPU and
+    returns the logits on ``x``'s device (no gradient: a teacher is a constant). A fixed batch size in
+    the file is honoured by running in chunks of it."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+        self.session = ort_session(self.path)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+        self.register_buffer("_device", torch.zeros(0), persistent=False)  # follows .to(device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        step = self.fixed_batch or len(a)
+        outs = []
+        for i in range(0, len(a), step):
+            chunk = a[i:i + step]
+            short = step - len(chunk)
+            if short:  # pad the last chunk to the file's fixed batch, then drop the padding
+                chunk = np.concatenate([chunk, np.zeros((short, *chunk.shape[1:]), chunk.dtype)])
+            outs.append(self.session.run(None, {self.input_name: chunk})[0][:step - short])
+        return torch.from_numpy(np.concatenate(outs)).to(x.device)
+
+
 
 
 def prepare_student(ctx: BuildContext, work: StageWork) -> None:
@@ -167,5 +235,5 @@ def prepare_student(ctx: BuildContext, work: StageWork) -> None:
         f"{parity.max_abs_diff:.2e}, top-1 agreement {parity.top1_agreement:.3f}")
 
 
-__all__ = ["STUDENT_ONNX", "check_onnx_recipe", "import_student", "is_onnx_model", "onnx_student_problems",
-           "prepare_student", "student_key"]
+__all__ = ["OnnxTeacher", "STUDENT_ONNX", "TEACHER_ONNX", "check_onnx_recipe", "import_student", "import_teacher",
+           "is_onnx_model", "model_key", "onnx_student_problems", "onnx_teacher_problems", "prepare_student"]

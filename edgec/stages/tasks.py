@@ -150,33 +150,44 @@ IMAGES = Task(
     verify_hint="try quantize.calibration.method: entropy or percentile, more calibration "
                 "samples, or relax the verify tolerances if this is acceptable")
 
-# --- images with an ONNX student trained elsewhere (edgec.stages.onnx_student) -----------------------------
-# distill imports the file, export prepares it; no prune; the student is run by ONNX Runtime.
+# --- images with an ONNX teacher and/or student trained elsewhere (edgec.stages.onnx_student) --------------
+# An ONNX teacher is imported, not trained (KD reads its logits from ONNX Runtime); an ONNX student is
+# imported by distill and prepared by export, and there is no prune. Both run in ONNX Runtime.
 
 
-def _onnx_chain() -> tuple[StageDef, ...]:
-    swap = {
-        "distill": StageDef("distill", onnx_student.import_student, parents=(),
-                            config=lambda ctx, arts: {"data_fingerprint": ctx.dataset.fingerprint,
-                                                      **onnx_student.student_key(ctx.recipe)},
-                            outputs=Outputs(files=(onnx_student.STUDENT_ONNX,), metrics=SIZE_METRICS,
-                                            optional=SIZE_OPTIONAL, model=onnx_student.STUDENT_ONNX)),
-        "export": StageDef("export", onnx_student.prepare_student, parents=("distill",), config=_export_config,
-                           outputs=Outputs(files=(convert.ONNX,), metrics=("parity", "io"), optional=("deploy_files",),
-                                           model=convert.ONNX)),
-    }
-    # the import runs first: a file that does not fit the data fails before the teacher trains
-    return (swap["distill"], *(swap.get(d.name, d) for d in IMAGE_CHAIN if d.name not in ("prune", "distill")))
+def _import_stage(name: str, fn, role: str, file: str) -> StageDef:
+    """A stage that imports the recipe's ONNX ``role`` model as ``file`` (keyed by the file's bytes)."""
+    return StageDef(name, fn, parents=(),
+                    config=lambda ctx, arts: {"data_fingerprint": ctx.dataset.fingerprint,
+                                              **onnx_student.model_key(ctx.recipe, role)},
+                    outputs=Outputs(files=(file,), metrics=SIZE_METRICS, optional=SIZE_OPTIONAL, model=file))
 
 
-ONNX_STUDENT = Task(
-    name="images-onnx-student", load_dataset=_load_images, chain=_onnx_chain(), inputs=inputs.ImageInputs,
-    sample=IMAGES.sample, resolve_backend=engines.resolve_backend,
-    models=(ModelEntry("teacher", ("teacher",), "torch", ("teacher",)),
-            ModelEntry("student", ("distill",), "onnxruntime", ("distill",)),
-            ModelEntry("student_fp32_onnx", ("export",), "onnxruntime", ("distill",)),
-            ModelEntry("student_{kind}", ("quantize",), "onnxruntime", ("distill",))),
-    verify_hint=IMAGES.verify_hint)
+def _onnx_task(onnx_teacher: bool, onnx_student_: bool) -> Task:
+    swap: dict[str, StageDef] = {}
+    if onnx_teacher:
+        swap["teacher"] = _import_stage("teacher", onnx_student.import_teacher, "teacher", onnx_student.TEACHER_ONNX)
+    if onnx_student_:
+        swap["distill"] = _import_stage("distill", onnx_student.import_student, "student", onnx_student.STUDENT_ONNX)
+        swap["export"] = StageDef("export", onnx_student.prepare_student, parents=("distill",), config=_export_config,
+                                  outputs=Outputs(files=(convert.ONNX,), metrics=("parity", "io"),
+                                                  optional=("deploy_files",), model=convert.ONNX))
+    # imports run first: a file that does not fit the data fails before anything trains
+    first = tuple(swap[n] for n in ("distill", "teacher") if n in swap)
+    rest = tuple(swap.get(d.name, d) for d in IMAGE_CHAIN
+                 if d.name not in {x.name for x in first} and not (onnx_student_ and d.name == "prune"))
+    runtime = {True: "onnxruntime", False: "torch"}
+    return Task(
+        name="images-onnx-" + "-".join(r for r, on in (("teacher", onnx_teacher), ("student", onnx_student_)) if on),
+        load_dataset=_load_images, chain=(*first, *rest), inputs=inputs.ImageInputs, sample=IMAGES.sample,
+        resolve_backend=engines.resolve_backend,
+        models=(ModelEntry("teacher", ("teacher",), runtime[onnx_teacher], ("teacher",)),
+                ModelEntry("student", ("prune", "distill"), runtime[onnx_student_], ("prune", "distill")),
+                *IMAGES.models[2:]),
+        verify_hint=IMAGES.verify_hint)
+
+
+ONNX_TASKS = {(t, st): _onnx_task(t, st) for t, st in ((True, False), (False, True), (True, True))}
 
 # --- text (SST-2, Tang et al.'s BERT -> BiLSTM distillation; see edgec.stages.text) ---------------------
 
@@ -235,13 +246,14 @@ TEXT = Task(
             ModelEntry("student_{kind}", ("quantize",), "onnxruntime", ("distill",))),
     verify_hint="train the student longer or relax the verify tolerances if this is acceptable")
 
-TASKS = {"images": IMAGES, "text": TEXT, "images-onnx-student": ONNX_STUDENT}
+TASKS = {"images": IMAGES, "text": TEXT, **{t.name: t for t in ONNX_TASKS.values()}}
 
 
 def task_for(recipe: Recipe) -> Task:
     """The task of a recipe: text for ``data.name: sst2`` (token ids, not images), images with an ONNX
-    student for ``student.model: onnx:PATH`` (RecipeError where that cannot work), else images."""
-    if onnx_student.is_onnx_model(recipe.student.model):
+    teacher and/or student for ``model: onnx:PATH`` (RecipeError where that cannot work), else images."""
+    onnx = (onnx_student.is_onnx_model(recipe.teacher.model), onnx_student.is_onnx_model(recipe.student.model))
+    if any(onnx):
         onnx_student.check_onnx_recipe(recipe)
-        return ONNX_STUDENT
+        return ONNX_TASKS[onnx]
     return TEXT if recipe.data.name == "sst2" else IMAGES

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torch import nn
+
 from edgec import distributed
 from edgec.artifacts import StageWork, sha256_file
 from edgec.compress.distill import distill as run_distill
@@ -18,6 +20,7 @@ from edgec.configs import TrainConfig
 from edgec.console import say
 from edgec.errors import RecipeError
 from edgec.models import ModelSpec, count_flops, count_params, load_model, load_state_dict_file, save_model, sources
+from edgec.stages import onnx_student
 from edgec.stages.defs import parent
 from edgec.train import evaluate, fit, set_seed
 
@@ -141,6 +144,15 @@ def save_student(ctx: BuildContext, work: StageWork, model, spec, result=None) -
     _save(ctx, work, model, spec, STUDENT, result)
 
 
+def load_teacher(ctx: BuildContext, work: StageWork) -> nn.Module:
+    """The finished teacher among ``work``'s parents: the torch model, or an ONNX teacher's
+    :class:`~edgec.stages.onnx_student.OnnxTeacher` (logits from ONNX Runtime)."""
+    art = parent(work, "teacher")
+    if onnx_student.is_onnx_model(ctx.recipe.teacher.model):
+        return onnx_student.OnnxTeacher(art.file(onnx_student.TEACHER_ONNX))
+    return load_model(art.file(TEACHER))[0]
+
+
 def teacher(ctx: BuildContext, work: StageWork) -> None:
     """Train the teacher on the recipe's data (from ``pretrained`` weights if asked), or load
     ``teacher.weights`` (safetensors / .pt, weights only) and skip training."""
@@ -169,8 +181,7 @@ def distill(ctx: BuildContext, work: StageWork) -> None:
     work.scratch.add(CHECKPOINT)
     train, val = (ds.train.x, ds.train.y), (ds.val.x, ds.val.y)
     if r.distill.enabled:
-        teacher_model, _ = load_model(parent(work, "teacher").file(TEACHER))
-        teacher_model = teacher_model.to(training_device(ctx))
+        teacher_model = load_teacher(ctx, work).to(training_device(ctx))
         result = run_distill(student, teacher_model, train, val, cfg, method=r.distill.method,
                              method_params=dict(r.distill.params), workdir=work.path, progress=ctx.progress)
     else:
