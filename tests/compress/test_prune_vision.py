@@ -94,3 +94,25 @@ def test_mobilenet_v3_small_depthwise_and_se_coupled(tmp_path):
     assert _check_inverted_residuals(small) == 11
     assert small.classifier[-1].out_features == 10
     check_file_and_onnx(model, spec, small, small_spec, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["timm:mobilenetv3_small_100", "torchvision:efficientnet_b0"])
+def test_other_cnns_lose_half_their_channels_and_rebuild(name, tmp_path):
+    """Removal alone (no schedule): every group keeps every other channel; the MACs the cost model
+    predicts are the pruned model's, and the model file rebuilds it (timm's BatchNormAct2d, SiLU SE)."""
+    from edgec.compress.prune_dg import dg_channel_groups, dg_remove_channels
+    from edgec.compress.prune_graph import CostModel
+
+    if name.startswith("timm:"):
+        pytest.importorskip("timm", reason="needs timm (pip install 'edgec[vision]')")
+    spec = ModelSpec(name, {}, 3, 10, SIZE)
+    model = spec.build().eval()
+    groups = dg_channel_groups(model, spec.input_shape())
+    keep = {g.name: list(range(0, g.size, 2)) for g in groups}
+    small, small_spec = dg_remove_channels(model, spec, groups, keep)
+    cost = CostModel(model, groups, spec.input_shape())
+    assert cost.flops({g.name: len(keep[g.name]) for g in groups}) == count_flops(small, spec.input_shape())
+    assert count_flops(small, spec.input_shape()) < 0.4 * count_flops(model, spec.input_shape())
+    for conv in (m for m in small.modules() if isinstance(m, nn.Conv2d) and m.groups > 1):
+        assert conv.groups == conv.in_channels == conv.out_channels
+    check_file_and_onnx(model, spec, small, small_spec, tmp_path)
