@@ -30,7 +30,7 @@ from edgec.backends import get_backend
 from edgec.configs import (QUANTIZE_CLASSES, AugmentConfig, CalibrationConfig, Config, EngineConfig, PruneConfig, PtqConfig,
                            QuantizeConfig, TextTeacherConfig, TrainConfig, train_defaults)
 from edgec.errors import RecipeError
-from edgec.models import sources
+from edgec import model_names
 from edgec.registry import closest, did_you_mean
 
 SCHEMA_VERSION = 1
@@ -131,13 +131,13 @@ class ModelSection(Section):
     def _model_name(cls, v: str) -> str:
         if isinstance(v, str) and v.startswith("onnx:") and v[5:].strip():  # edgec.stages.onnx_student
             return v
-        return sources.check_name(v)
+        return model_names.check_name(v)
 
     @model_validator(mode="after")
     def _weights_source(self) -> ModelSection:
         if self.pretrained and getattr(self, "weights", None):
             raise ValueError("give either pretrained: true or weights: FILE, not both")
-        if self.pretrained and sources.kind(self.model) not in ("torchvision", "timm"):
+        if self.pretrained and model_names.kind(self.model) not in ("torchvision", "timm"):
             raise ValueError(f"pretrained: true is for torchvision: and timm: models, not {self.model!r}: "
                              "give a weights file instead")
         return self
@@ -408,7 +408,7 @@ def load_recipe(name_or_path: str | Path = "digits", *, data_path: str | Path | 
     text, source = recipe_text(name_or_path)
     recipe = parse_recipe(_read_yaml(text, source), source=source)
     if not source.startswith("builtin:"):  # `python:` models may live next to the recipe file
-        sources.add_search_dir(Path(source).parent)
+        model_names.add_search_dir(Path(source).parent)
     if data_path is not None:
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"path": str(data_path)})})
     return recipe

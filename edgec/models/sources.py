@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,70 +51,18 @@ import torch
 from torch import nn
 
 from edgec.errors import ModelError
+from edgec.model_names import (KINDS, PYTHON_NAME, SEARCH_DIRS, add_search_dir, check_name,  # noqa: F401 (re-exported)
+                               is_external, kind)
 from edgec.registry import did_you_mean
 
-KINDS = ("torchvision", "timm", "python")
-_PYTHON = re.compile(r"^python:([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*):([A-Za-z_][A-Za-z0-9_]*)$")
-_LIBRARY_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _VISION_HINT = ('install the vision extra: pip install "edgec[vision]", with a torchvision built for the '
                 "installed torch (the PyTorch CPU or CUDA index, or NVIDIA's Jetson wheels)")
-_SEARCH_DIRS: list[str] = []
 _CHECKED: set[str] = set()  # external specs whose output shape was already checked in this process
-
-
-def kind(name: str) -> str:
-    """``builtin``, ``torchvision``, ``timm`` or ``python`` for a model name (no import, no check).
-
-    Example:
-        >>> kind("fitnet"), kind("timm:resnet18")
-        ('builtin', 'timm')
-    """
-    prefix, sep, _ = name.partition(":")
-    return prefix if sep and prefix in KINDS else "builtin"
-
-
-def is_external(name: str) -> bool:
-    """True for ``torchvision:``, ``timm:`` and ``python:`` names (not edgec's own families)."""
-    return kind(name) != "builtin"
-
-
-def check_name(name: str) -> str:
-    """Check a model name's *form* without importing anything; raise ValueError saying what is wrong.
-
-    Built-in names are checked against the registry when the model is built (their params too).
-
-    Example:
-        >>> check_name("python:pkg.models:build")
-        'python:pkg.models:build'
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError("a model name is required (a built-in family, torchvision:NAME, timm:NAME "
-                         "or python:package.module:function)")
-    prefix, sep, rest = name.partition(":")
-    if not sep:
-        return name
-    if prefix not in KINDS:
-        raise ValueError(f"unknown model source {prefix!r} in {name!r}: {did_you_mean(prefix, KINDS)}"
-                         f"use torchvision:NAME, timm:NAME or python:package.module:function")
-    if prefix == "python":
-        if not _PYTHON.match(name):
-            raise ValueError(f"{name!r}: write python:package.module:function (dotted module path, a colon, "
-                             "then the factory's name), e.g. python:my_models.nets:build")
-    elif not _LIBRARY_NAME.match(rest):
-        raise ValueError(f"{name!r}: write {prefix}:MODEL_NAME, e.g. {prefix}:resnet18")
-    return name
-
-
-def add_search_dir(folder: str | Path) -> None:
-    """Also look for ``python:`` modules in ``folder`` (first), e.g. the recipe file's folder."""
-    path = str(Path(folder).resolve())
-    if path not in _SEARCH_DIRS:
-        _SEARCH_DIRS.insert(0, path)
 
 
 @contextmanager
 def _search_path() -> Iterator[None]:
-    first = [d for d in _SEARCH_DIRS if d not in sys.path]
+    first = [d for d in SEARCH_DIRS if d not in sys.path]
     last = [d for d in (str(Path.cwd()),) if d not in sys.path and d not in first]
     sys.path[:0] = first
     sys.path.extend(last)
@@ -129,7 +76,7 @@ def _search_path() -> Iterator[None]:
 
 
 def _import_factory(name: str) -> Callable[..., Any]:
-    m = _PYTHON.match(name)
+    m = PYTHON_NAME.match(name)
     if m is None:
         raise ModelError(f"invalid model name {name!r}", hint="write python:package.module:function")
     module_name, attr = m.groups()
@@ -163,10 +110,10 @@ def source_digest(name: str) -> str | None:
     model code invalidates the build's cached training stages."""
     if kind(name) != "python":
         return None
-    module = sys.modules.get(_PYTHON.match(name).group(1)) if _PYTHON.match(name) else None
+    module = sys.modules.get(PYTHON_NAME.match(name).group(1)) if PYTHON_NAME.match(name) else None
     if module is None:
         _import_factory(name)
-        module = sys.modules[_PYTHON.match(name).group(1)]
+        module = sys.modules[PYTHON_NAME.match(name).group(1)]
     path = getattr(module, "__file__", None)
     return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path and Path(path).is_file() else None
 
