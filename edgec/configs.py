@@ -173,9 +173,10 @@ class PtqConfig(_QuantizeBase):
     Accuracy-aware (:mod:`edgec.compress.ptq_accuracy`): INT8 within ``accuracy_budget`` points of
     FP32 on the validation split, else up to ``max_float_layers`` most sensitive layers stay in
     float. ``cpu_flavour``: the INT8 file for ONNX Runtime on a CPU (``model.int8.cpu.onnx``;
-    ``model.int8.onnx`` stays S8S8 for TensorRT): ``reduce_range`` (7-bit weights), ``u8u8`` and
-    ``u8s8_reduce_range`` cannot saturate x86 CPUs without VNNI; ``auto`` picks s8s8 on CPUs with VNNI /
-    ARM dot product, u8s8_reduce_range on x86 without VNNI and reduce_range elsewhere.
+    ``model.int8.onnx`` stays S8S8 for TensorRT). The default, ``u8s8_reduce_range`` (uint8 activations,
+    7-bit weights), cannot saturate on any CPU and is the fastest measured on x86 with and without VNNI;
+    ``reduce_range`` and ``u8u8`` cannot saturate either but run slower; ``auto`` picks for the building
+    CPU (:func:`edgec.compress.int8_cpu.choose_cpu_flavour`: u8s8 with VNNI).
     """
 
     method: Literal["ptq"] = "ptq"
@@ -184,7 +185,7 @@ class PtqConfig(_QuantizeBase):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     accuracy_budget: float = Field(1.0, ge=0, le=100)
     max_float_layers: int = Field(3, ge=0)
-    cpu_flavour: Literal["reduce_range", "u8u8", "s8s8", "u8s8", "u8s8_reduce_range", "auto"] = "reduce_range"
+    cpu_flavour: Literal["u8s8_reduce_range", "reduce_range", "u8u8", "s8s8", "u8s8", "auto"] = "u8s8_reduce_range"
 
 
 class _TrainedQuantizeConfig(_QuantizeBase):

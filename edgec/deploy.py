@@ -3,7 +3,8 @@
     deploy/model.onnx        FP32 student, dynamic batch
     deploy/model.int8.onnx   INT8 QDQ student (PTQ or QAT), symmetric S8S8: TensorRT builds from it
     deploy/model.int8.cpu.onnx  PTQ: the INT8 file for ONNX Runtime on a CPU (quantize.cpu_flavour;
-                             default reduce_range, which cannot saturate x86 CPUs without VNNI);
+                             default u8s8_reduce_range: uint8 activations, 7-bit weights, cannot
+                             saturate x86 CPUs without VNNI, and ORT's fast u8s8 kernels run it);
                              deploy.json's "int8" says which file is which flavour, for what
     deploy/model.w<b>.onnx + model.w<b>.lowbit.{safetensors,json}   b-bit student (BinaryConnect/SR)
                              instead of model.int8.onnx: on-grid FP32 weights + packed codes

@@ -11,10 +11,14 @@ Example:
     >>> choose_cpu_flavour("auto", "x86-avx2")
     'u8s8_reduce_range'
 
-Measured on a 2-core AVX2-only EPYC (``benchmarks/results/realistic.json``, docs/quantize_onnx.md): with
-ONNX Runtime 1.32, S8S8 and ``reduce_range`` (int8 activations) are slower than FP32 there, while uint8
-activations with 7-bit weights (``u8s8_reduce_range``) run as fast as ONNX Runtime's own U8S8 recipe and
-cannot saturate: ``auto``'s choice on x86 without VNNI.
+Measured with ONNX Runtime 1.32 on two 2-core x86 CPUs (``benchmarks/results/realistic.json``, AVX2-only
+AMD EPYC; ``realistic_vnni.json``, Intel Xeon with AVX-512 VNNI; docs/quantize_onnx.md): files with int8
+activations (S8S8, ``reduce_range``) run *slower* than FP32 on both (0.6-0.8x on ResNet-18 and
+MobileNetV2 at 224), while uint8 activations (``u8s8``, ``u8s8_reduce_range``) run as fast as ONNX
+Runtime's own U8S8 recipe: 2.5x FP32 on ResNet-18 at batch 1 with VNNI, 1.0x without. So the CPU file
+has uint8 activations: ``u8s8_reduce_range`` by default (7-bit weights: it cannot saturate on any x86 or
+ARM CPU, so it is right wherever the file goes), and ``auto`` picks for *this* CPU: ``u8s8`` (8-bit weights)
+with VNNI, ``u8s8_reduce_range`` without, S8S8 on ARM (not measured here) and ``reduce_range`` elsewhere.
 """
 
 from __future__ import annotations
@@ -49,13 +53,16 @@ def int8_isa(cpu: dict[str, Any] | None = None) -> str:
 
 
 def choose_cpu_flavour(setting: str, isa: str | None = None) -> str:
-    """The flavour of the ONNX Runtime CPU file: ``setting`` itself, or for ``auto`` S8S8 where this CPU
-    cannot saturate (VNNI, ARM), ``u8s8_reduce_range`` on x86 without VNNI (the fastest flavour there that
-    cannot saturate) and ``reduce_range`` on unknown CPUs."""
+    """The flavour of the ONNX Runtime CPU file: ``setting`` itself, or for ``auto`` the fastest measured
+    flavour that cannot saturate on this CPU (``isa``; this machine's when None): ``u8s8`` with VNNI
+    (VPDPBUSD does not saturate), ``u8s8_reduce_range`` on x86 without VNNI, S8S8 on ARM and
+    ``reduce_range`` on unknown CPUs."""
     if setting != "auto":
         return setting
     isa = isa or int8_isa()
-    if isa in ("x86-vnni", "arm-dotprod", "arm"):
+    if isa == "x86-vnni":
+        return "u8s8"
+    if isa in ("arm-dotprod", "arm"):
         return "s8s8"
     return "u8s8_reduce_range" if isa == "x86-avx2" else "reduce_range"
 

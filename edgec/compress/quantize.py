@@ -4,7 +4,9 @@ The default flavour (``s8s8``) has the settings TensorRT's ONNX parser needs (DE
 QDQ format, INT8 weights and activations, symmetric ranges (every zero point 0), per-channel weight
 scales on the output-channel axis, and float biases (``QuantizeBias: False``; TensorRT rejects INT32
 bias DQ). That file can saturate ONNX Runtime's INT8 kernels on x86 CPUs without VNNI
-(:mod:`edgec.compress.saturation`); the ``reduce_range`` and ``u8u8`` flavours cannot.
+(:mod:`edgec.compress.saturation`); the ``reduce_range``, ``u8u8`` and ``u8s8_reduce_range`` flavours
+cannot, and only the uint8-activation flavours (``u8s8``, ``u8s8_reduce_range``) run faster than FP32 in
+ONNX Runtime on x86 (``benchmarks/results/realistic*.json``).
 
 Example:
     >>> x_cal = select_calibration_samples(x_train, 256)
@@ -119,8 +121,9 @@ def _entropy_ranges(model: Path, reader: CalibrationReader, work: Path, symmetri
 
 
 # INT8 flavours: (activation type, weight type, symmetric activations, symmetric weights, reduce_range).
-# s8s8 is TensorRT's; reduce_range (7-bit weights) and u8u8 cannot saturate ONNX Runtime's non-VNNI
-# x86 kernels (edgec.compress.saturation); u8s8 is ORT's classic default, measured for comparison.
+# s8s8 is TensorRT's; reduce_range (7-bit weights), u8u8 and u8s8_reduce_range cannot saturate ONNX Runtime's
+# non-VNNI x86 kernels (edgec.compress.saturation); u8s8 is ORT's classic default (fast; saturates without
+# VNNI); u8s8_reduce_range, the build's CPU file by default, is as fast and cannot saturate.
 FLAVOURS: dict[str, tuple[str, str, bool, bool, bool]] = {
     "s8s8": ("QInt8", "QInt8", True, True, False),
     "reduce_range": ("QInt8", "QInt8", True, True, True),
@@ -140,7 +143,8 @@ def quantize_qdq(fp32_onnx: str | Path, out_path: str | Path, calibration_x: np.
     ``percentile`` (clipping at ``percentile``) or ``entropy``. ``flavour`` (:data:`FLAVOURS`):
     ``s8s8`` (default) is the symmetric INT8 file TensorRT needs; ``reduce_range`` is the same with
     7-bit weights (still TensorRT-compatible; cannot saturate ONNX Runtime on x86 without VNNI);
-    ``u8u8`` / ``u8s8`` use asymmetric UINT8 activations (ONNX Runtime only). ``nodes_to_exclude``
+    ``u8u8`` / ``u8s8`` / ``u8s8_reduce_range`` use asymmetric UINT8 activations (ONNX Runtime only; on
+    x86 the u8s8 ones run on ORT's fast integer kernels). ``nodes_to_exclude``
     names nodes left in float (no Q/DQ around them).
 
     Example:

@@ -146,7 +146,7 @@ def post_training_int8(fp32_onnx: str | Path, out_dir: str | Path, train_x: np.n
     Example:
         >>> m = post_training_int8("model.onnx", "out", x_train, (x_val, y_val), PtqConfig())
         >>> m["file"], m["files"]["model.int8.cpu.onnx"]["flavour"]
-        ('model.int8.cpu.onnx', 'reduce_range')
+        ('model.int8.cpu.onnx', 'u8s8_reduce_range')
     """
     out_dir = Path(out_dir)
     cal = config.calibration

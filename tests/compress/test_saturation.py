@@ -80,7 +80,8 @@ def test_cpu_detection_and_flavour_choice():
     assert int8_isa() in ("x86-vnni", "x86-avx2", "arm-dotprod", "arm", "other")
     assert choose_cpu_flavour("auto", "x86-avx2") == "u8s8_reduce_range"
     assert choose_cpu_flavour("auto", "other") == "reduce_range"
-    assert choose_cpu_flavour("auto", "x86-vnni") == "s8s8"
+    assert choose_cpu_flavour("auto", "x86-vnni") == "u8s8"  # VPDPBUSD: no saturation
+    assert choose_cpu_flavour("auto", "arm-dotprod") == "s8s8"
     assert choose_cpu_flavour("u8u8", "x86-vnni") == "u8u8"
 
 
