@@ -37,6 +37,8 @@ FLAVOUR_CPUS: dict[str, str] = {
                          "ONNX Runtime only (asymmetric activations)",
 }
 SAFE_EVERYWHERE = frozenset({"reduce_range", "u8u8", "u8s8_reduce_range"})
+# int8_isa() -> what cpu_flavour 'auto' picks there (any other ISA: reduce_range)
+AUTO_FLAVOUR: dict[str, str] = {"x86-vnni": "u8s8", "x86-avx2": "u8s8_reduce_range", "arm-dotprod": "s8s8", "arm": "s8s8"}
 
 
 def int8_isa(cpu: dict[str, Any] | None = None) -> str:
@@ -59,12 +61,7 @@ def choose_cpu_flavour(setting: str, isa: str | None = None) -> str:
     ``reduce_range`` on unknown CPUs."""
     if setting != "auto":
         return setting
-    isa = isa or int8_isa()
-    if isa == "x86-vnni":
-        return "u8s8"
-    if isa in ("arm-dotprod", "arm"):
-        return "s8s8"
-    return "u8s8_reduce_range" if isa == "x86-avx2" else "reduce_range"
+    return AUTO_FLAVOUR.get(isa or int8_isa(), "reduce_range")
 
 
-__all__ = ["FLAVOUR_CPUS", "SAFE_EVERYWHERE", "choose_cpu_flavour", "int8_isa"]
+__all__ = ["AUTO_FLAVOUR", "FLAVOUR_CPUS", "SAFE_EVERYWHERE", "choose_cpu_flavour", "int8_isa"]
