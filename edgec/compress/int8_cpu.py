@@ -38,7 +38,8 @@ FLAVOUR_CPUS: dict[str, str] = {
 }
 SAFE_EVERYWHERE = frozenset({"reduce_range", "u8u8", "u8s8_reduce_range"})
 # int8_isa() -> what cpu_flavour 'auto' picks there (any other ISA: reduce_range)
-AUTO_FLAVOUR: dict[str, str] = {"x86-vnni": "u8s8", "x86-avx2": "u8s8_reduce_range", "arm-dotprod": "s8s8", "arm": "s8s8"}
+AUTO_FLAVOUR: dict[str, str] = {"x86-vnni": "u8s8", "x86-avx2": "u8s8_reduce_range",
+                                "arm-dotprod": "s8s8", "arm": "s8s8"}
 
 
 def int8_isa(cpu: dict[str, Any] | None = None) -> str:
